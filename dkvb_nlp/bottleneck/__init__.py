@@ -1,0 +1,13 @@
+"""The bottleneck core shared by text and vision: splitters, key init, search, values, decoders."""
+
+from .decoders import DECODERS
+from .key_init import KEY_INITS, EMAKMeans
+from .module import PAD, KeyValueBottleneck
+from .pooling import POOLINGS, masked_mean
+from .search import SEARCHES, resolve_search
+from .splitters import SPLITTERS
+
+__all__ = [
+    "DECODERS", "KEY_INITS", "EMAKMeans", "PAD", "KeyValueBottleneck", "POOLINGS", "masked_mean",
+    "SEARCHES", "resolve_search", "SPLITTERS",
+]

@@ -1,0 +1,77 @@
+"""Nearest-key search: for each codebook, the index of the closest key by L2 distance.
+
+A small pluggable piece: `faiss` (exact IndexFlatL2 brute force, BLAS-backed; the fast path on
+CPU) and `torch` (chunked `baddbmm` + `argmin`; runs on any device). `auto` picks faiss for CPU
+tensors when it is installed and torch otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..registry import Registry
+
+# A search takes heads (N, C, dk) and keys (C, K, dk) and returns (squared distances, indices),
+# both (N, C); indices are int64.
+SearchFn = Callable[[torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor]"]
+SEARCHES: Registry[SearchFn] = Registry("search backend")
+
+# Bound on the (C, chunk, K) distance block of the torch backend, in elements (~256 MB fp32).
+TORCH_BLOCK_ELEMENTS = 64 * 1024 * 1024
+
+
+@SEARCHES.register("torch")
+def torch_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Chunked exact search with ||k||^2 - 2 x.k, never materialising N x C x K x dk."""
+    n, c, _ = heads.shape
+    k = keys.shape[1]
+    keys = keys.to(heads.dtype)
+    key_sq = (keys * keys).sum(-1).unsqueeze(1)  # (C, 1, K)
+    keys_t = keys.transpose(1, 2)  # (C, dk, K)
+    chunk = max(1, TORCH_BLOCK_ELEMENTS // max(1, c * k))
+    dists = torch.empty(n, c, dtype=heads.dtype, device=heads.device)
+    index = torch.empty(n, c, dtype=torch.long, device=heads.device)
+    for start in range(0, n, chunk):
+        x = heads[start : start + chunk].transpose(0, 1)  # (C, n, dk)
+        d = torch.baddbmm(key_sq, x, keys_t, alpha=-2.0)  # (C, n, K)
+        best, arg = d.min(dim=-1)
+        dists[start : start + chunk] = (best + (x * x).sum(-1)).clamp_min_(0).T
+        index[start : start + chunk] = arg.T
+    return dists, index
+
+
+@SEARCHES.register("faiss")
+def faiss_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """faiss exact brute force (`faiss.knn`, as IndexFlatL2), one call per codebook."""
+    import faiss  # optional dependency; imported here so the core imports without it
+    import numpy as np
+
+    if heads.device.type != "cpu":
+        raise ValueError(f"search='faiss' runs on CPU tensors, got device {heads.device}; use 'torch'")
+    h = heads.detach().float().numpy()
+    kk = keys.detach().float().contiguous().numpy()
+    n, c, _ = h.shape
+    dists = np.empty((c, n), dtype=np.float32)
+    index = np.empty((c, n), dtype=np.int64)
+    for j in range(c):
+        d, i = faiss.knn(np.ascontiguousarray(h[:, j, :]), kk[j], 1)
+        dists[j], index[j] = d[:, 0], i[:, 0]
+    return torch.from_numpy(dists).T, torch.from_numpy(index).T
+
+
+def faiss_available() -> bool:
+    """True when faiss can be imported."""
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_search(name: str, device: torch.device) -> SearchFn:
+    """The search function for `name` ('auto', 'faiss' or 'torch') on `device`."""
+    if name == "auto":
+        name = "faiss" if device.type == "cpu" and faiss_available() else "torch"
+    return SEARCHES.get(name)

@@ -1,0 +1,120 @@
+"""Plain SGD on the value table from cached key indices, without a dense gradient.
+
+The back of the bottleneck is linear in the values: d loss / d value row = (d loss / d pooled[b])
+/ bag size, summed over the bags that fetched the row. So one step is: gather-mean the values,
+differentiate the (small) decoder and loss only, then scatter-add -lr x that into the fetched
+rows of the (C, K, dv) table. Equal to `loss.backward()` + `torch.optim.SGD` on the values
+(tested), several times faster. Decoder weights, if any, go through a regular torch optimiser.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .module import KeyValueBottleneck
+
+
+def cross_entropy_grad(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float):
+    """Mean cross-entropy with label smoothing and its gradient w.r.t. logits, in closed form."""
+    b, n = logits.shape
+    log_p = torch.log_softmax(logits, dim=1)
+    target = torch.full_like(logits, label_smoothing / n)
+    target[torch.arange(b), labels] += 1.0 - label_smoothing
+    loss = -(target * log_p).sum() / b
+    return loss, (log_p.exp() - target) / b
+
+
+class ValueSGD:
+    """SGD (no momentum, no weight decay, as the paper) for values; `decoder_optimizer` for the rest.
+
+    Args:
+        bottleneck: the module to train (its keys must be initialised).
+        lr: learning rate of the values.
+        label_smoothing: of the cross-entropy loss.
+        decoder_optimizer: optional torch optimiser over the decoder's parameters.
+        loss_fn: custom loss(logits, labels); defaults to cross-entropy with label smoothing.
+    """
+
+    def __init__(self, bottleneck: KeyValueBottleneck, lr: float, label_smoothing: float = 0.0,
+                 decoder_optimizer: torch.optim.Optimizer | None = None,
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        if not lr > 0:
+            raise ValueError(f"lr={lr} must be > 0")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing={label_smoothing} must be in [0, 1)")
+        self.model, self.lr, self.label_smoothing = bottleneck, lr, label_smoothing
+        self.decoder_optimizer = decoder_optimizer
+        self.loss_fn = loss_fn
+
+    def step(self, indices: torch.Tensor, labels: torch.Tensor, check: bool = True) -> float:
+        """One SGD step on indices (B, [T,] C) and labels (B,); returns the loss.
+
+        `check=False` skips the index range check (for indices already checked once).
+        """
+        model = self.model
+        if labels.shape != indices.shape[:1]:
+            raise ValueError(f"labels of shape {tuple(labels.shape)} do not match {indices.shape[0]} examples")
+        with torch.no_grad():
+            pooled = model.pool_values(indices, check=check)
+        decoder_params = [p for p in model.decoder.parameters() if p.requires_grad]
+        if self.loss_fn is None and not decoder_params:
+            # non-parametric decoder + cross-entropy: closed form, no autograd graph at all
+            loss, grad = cross_entropy_grad(model.decoder(pooled), labels, self.label_smoothing)
+        else:
+            pooled.requires_grad_(True)
+            logits = model.decoder(pooled)
+            if self.loss_fn is None:
+                loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+            else:
+                loss = self.loss_fn(logits, labels)
+            grad, *decoder_grads = torch.autograd.grad(loss, [pooled, *decoder_params])
+            if self.decoder_optimizer is not None:
+                for p, g in zip(decoder_params, decoder_grads):
+                    p.grad = g
+                self.decoder_optimizer.step()
+                self.decoder_optimizer.zero_grad(set_to_none=True)
+        self._update_values(indices, grad)
+        return float(loss)
+
+    def epoch(self, indices: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
+              generator: torch.Generator | None = None) -> float:
+        """One shuffled pass over in-memory indices (N, [T,] C) and labels (N,); mean loss."""
+        if indices.shape[0] != labels.shape[0]:
+            raise ValueError(f"{indices.shape[0]} index rows but {labels.shape[0]} labels")
+        if indices.shape[0] == 0:
+            raise ValueError("epoch() got no examples")
+        self.model.check_indices(indices)
+        order = torch.randperm(indices.shape[0], generator=generator)
+        total = 0.0
+        for start in range(0, order.numel(), batch_size):
+            batch = order[start : start + batch_size]
+            total += self.step(indices[batch], labels[batch], check=False) * batch.numel()
+        return total / order.numel()
+
+    @torch.no_grad()
+    def _update_values(self, indices: torch.Tensor, grad_pooled: torch.Tensor) -> None:
+        model = self.model
+        c, dv = model.num_codebooks, model.value_dim
+        idx = indices.long()
+        if idx.dim() == 2:
+            idx = idx.unsqueeze(1)  # (B, 1, C)
+        b, t, _ = idx.shape
+        valid = idx[..., 0] >= 0  # padding is per token: all C codebooks at once
+        if t == 1 or bool(valid.all()):
+            src = grad_pooled * (-self.lr / (t * c))
+            src = src.unsqueeze(1).expand(b, t, dv)
+        else:
+            per_bag = (valid.sum(1, keepdim=True) * c).clamp_min(1)
+            weight = valid.to(grad_pooled.dtype) * (-self.lr) / per_bag  # (B, T)
+            src = weight.unsqueeze(-1) * grad_pooled.unsqueeze(1)
+        src = src.reshape(1, b * t, dv)
+        target = idx.clamp_min(0).reshape(b * t, c).T.unsqueeze(-1)  # (C, BT, 1)
+        table = model.value_table.data.view(c, model.num_keys, dv)
+        if dv % 2 == 0 and table.dtype == torch.float32:
+            # Pairs of float32 viewed as complex64: the same elementwise adds, half the scatter
+            # elements (measured 1.5x faster on CPU). Results are bit-identical.
+            table, src, dv = table.view(torch.complex64), src.contiguous().view(torch.complex64), dv // 2
+        table.scatter_add_(1, target.expand(c, b * t, dv), src.expand(c, b * t, dv))
