@@ -77,7 +77,7 @@ class ValueSGD:
                 self.decoder_optimizer.step()
                 self.decoder_optimizer.zero_grad(set_to_none=True)
         self._update_values(indices, grad)
-        return float(loss)
+        return float(loss.detach())
 
     def epoch(self, indices: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
               generator: torch.Generator | None = None) -> float:
