@@ -21,6 +21,9 @@ SEARCHES: Registry[SearchFn] = Registry("search backend")
 # Bound on the (C, chunk, K) distance block of the torch backend, in elements (~256 MB fp32).
 TORCH_BLOCK_ELEMENTS = 64 * 1024 * 1024
 
+# Queries from which faiss computes distances with BLAS (see faiss_search).
+FAISS_BLAS_THRESHOLD = 20
+
 
 @SEARCHES.register("torch")
 def torch_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,9 +58,18 @@ def faiss_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor,
     n, c, _ = h.shape
     dists = np.empty((c, n), dtype=np.float32)
     index = np.empty((c, n), dtype=np.int64)
-    for j in range(c):
-        d, i = faiss.knn(np.ascontiguousarray(h[:, j, :]), kk[j], 1)
-        dists[j], index[j] = d[:, 0], i[:, 0]
+    # This faiss build only takes its BLAS path from 128,000 queries up; below that its
+    # sequential kernel is ~14x slower for small key dims (measured: 7.2 vs 0.5 us per query,
+    # 4096 keys x 12 dims). Both are exact brute force; use BLAS from faiss's documented
+    # threshold of 20 queries, and restore the global setting afterwards.
+    saved = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = FAISS_BLAS_THRESHOLD
+    try:
+        for j in range(c):
+            d, i = faiss.knn(np.ascontiguousarray(h[:, j, :]), kk[j], 1)
+            dists[j], index[j] = d[:, 0], i[:, 0]
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = saved
     return torch.from_numpy(dists).T, torch.from_numpy(index).T
 
 
