@@ -156,7 +156,8 @@ def test_ema_and_reference_backend_agree_on_quality():
 def test_first_batch_smaller_than_codebook_restarts_duplicates():
     x, _ = clustered(n_clusters=16, per=40, dim=24)
     b = KeyValueBottleneck(24, 2, 64, num_classes=2)
-    b.init_keys([x[:20], x], epochs=4)  # first batch has 20 vectors for 64 keys
+    with pytest.warns(UserWarning, match="first batch has 20 vectors for 64 keys"):
+        b.init_keys([x[:20], x], epochs=4)
     assert b.quantize(x)[:, 0].unique().numel() >= 16
 
 
@@ -240,8 +241,9 @@ def test_decoders_shapes_and_non_parametric_identity():
 # ---------------------------------------------------------------- inspection
 def test_usage_counts_and_prune_predict_the_same():
     x, _ = clustered(n_clusters=8, per=20, dim=24)
+    far = 10 + torch.randn(100, 24, generator=torch.Generator().manual_seed(3))
     b = KeyValueBottleneck(24, 4, 64, num_classes=3, value_init="normal")
-    b.init_keys([x[:40]])  # few steps: many keys stay unused by the data below
+    b.init_keys([torch.cat([x[:60], far])])  # keys placed on `far` stay unused by x
     idx = b.quantize(x)
     usage = b.usage_counts(idx)
     assert usage.shape == (4, 64) and usage.sum() == idx.numel()

@@ -9,6 +9,8 @@ Two interchangeable backends behind one interface (`update(heads)` per batch, `k
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ..registry import Registry
@@ -28,6 +30,9 @@ def sample_rows(heads: torch.Tensor, num: int, gen: torch.Generator) -> torch.Te
     if n >= num:
         rows = torch.rand(c, n, generator=gen).argsort(dim=1)[:, :num]
     else:  # fewer vectors than keys: duplicates now, dead-key restarts spread them later
+        warnings.warn(f"key init: the first batch has {n} vectors for {num} keys, so keys start as "
+                      "duplicates until dead-key restarts spread them; a first batch of at least "
+                      f"{num} vectors avoids this", stacklevel=3)
         rows = torch.randint(n, (c, num), generator=gen)
     return heads[rows.to(heads.device), torch.arange(c, device=heads.device)[:, None]]
 
