@@ -13,7 +13,6 @@ training can use `forward(indices=...)` only.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable
 
 import torch
@@ -242,7 +241,6 @@ class KeyValueBottleneck(nn.Module):
             self.num_codebooks, self.num_keys, self.key_dim, decay=decay,
             dead_key_threshold=dead_key_threshold, search=self.search, seed=self._config["seed"],
         )
-        seen = 0
         for epoch in range(epochs):
             iterator = batches
             if progress:
@@ -256,7 +254,6 @@ class KeyValueBottleneck(nn.Module):
                 if rows.shape[0] == 0:
                     continue
                 kmeans.update(self.heads(rows.float()))
-                seen += rows.shape[0]
         if kmeans.keys is None:
             raise ValueError("init_keys received no feature vectors")
         self.keys.copy_(kmeans.keys.to(self.keys))

@@ -22,7 +22,7 @@ def cross_entropy_grad(logits: torch.Tensor, labels: torch.Tensor, label_smoothi
     b, n = logits.shape
     log_p = torch.log_softmax(logits, dim=1)
     target = torch.full_like(logits, label_smoothing / n)
-    target[torch.arange(b), labels] += 1.0 - label_smoothing
+    target[torch.arange(b, device=logits.device), labels] += 1.0 - label_smoothing
     loss = -(target * log_p).sum() / b
     return loss, (log_p.exp() - target) / b
 

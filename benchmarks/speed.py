@@ -1,0 +1,294 @@
+"""Performance of dkvb-nlp against named anchors, measured in the same run.
+
+    python benchmarks/speed.py --section layer [--json benchmarks/out/speed_layer.json]
+
+Sections (more are added as the project grows):
+- layer: the bottleneck core.
+  * forward + backward + SGD step at C=64, K=4096, key_dim=14, value_dim=10, B=16, pooled
+    D=2048 inputs, ours vs the anchor `discrete-key-value-bottleneck-pytorch` (the public
+    implementation of the paper; `pip install -e ".[bench]"`): throughput and peak memory;
+  * the same at the paper's size (C=256, B=256): our peak memory (the anchor only with
+    --anchor-paper-size, under a memory limit, since it needs > 10 GB);
+  * training from cached indices at the paper's size (ValueSGD) against autograd
+    `embedding_bag(sparse=True)` + `torch.optim.SGD` on the same indices;
+  * key initialisation: one EMA epoch over 200,000 vectors of dimension 384, C=32 segments,
+    K=4096 keys, ours vs vector-quantize-pytorch's EMA codebook (the paper's), the latter
+    timed on its first --vq-batches batches and extrapolated (or all with --vq-full).
+
+Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+WORKERS = {}
+
+
+def worker(fn):
+    """Register a measurement that runs in a fresh subprocess and returns a dict."""
+    WORKERS[fn.__name__] = fn
+    return fn
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def clustered_features(n: int, dim: int, classes: int = 10, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Features with class structure (a Gaussian mixture), like a frozen backbone's output."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(classes, dim, generator=gen)
+    y = torch.randint(classes, (n,), generator=gen)
+    return centres[y] + 0.7 * torch.randn(n, dim, generator=gen), y
+
+
+def ours(c: int, dim: int = 2048, k: int = 4096, key_dim: int = 14, dv: int = 10):
+    """Our bottleneck at the given size, keys initialised (untimed) on clustered features."""
+    from dkvb_nlp import KeyValueBottleneck
+
+    model = KeyValueBottleneck(dim, c, k, num_classes=dv, split="random_projection", key_dim=key_dim,
+                               sparse=True)
+    x, _ = clustered_features(k + 1024, dim, seed=1)
+    model.init_keys([x])
+    return model
+
+
+def timed_steps(step, steps: int, warmup: int = 2) -> float:
+    """Seconds per call of step(), after warm-up."""
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return (time.perf_counter() - start) / steps
+
+
+@worker
+def fb_ours(c: int, batch: int, steps: int) -> dict:
+    """Ours: forward from features (quantize + gather) + backward + SGD, per batch."""
+    import torch.nn.functional as F
+
+    model = ours(c)
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    x, y = clustered_features(batch * 8, 2048, seed=2)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] = (state["i"] + 1) % 8
+        xb, yb = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(xb), yb, label_smoothing=0.1).backward()
+        opt.step()
+
+    sec = timed_steps(step, steps)
+    return {"seconds_per_batch": sec, "examples_per_s": batch / sec, "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def fb_anchor(c: int, batch: int, steps: int) -> dict:
+    """The anchor (discrete-key-value-bottleneck-pytorch), same sizes, same training step."""
+    import torch.nn.functional as F
+    from discrete_key_value_bottleneck_pytorch import DiscreteKeyValueBottleneck
+
+    torch.manual_seed(0)
+    model = DiscreteKeyValueBottleneck(14, num_memories=4096, dim_embed=2048, num_memory_codebooks=c,
+                                       dim_memory=10, decay=0.95)
+    # Its keys start initialised (the library's uniform init; kmeans_init is off by default).
+    # Note: with current vector-quantize-pytorch, `heads` + `separate_codebook_per_head` give
+    # each of the C codebooks keys of dim C*key_dim plus an input projection; that is how the
+    # anchor runs as installed from PyPI.
+    model.vq.eval()  # keys frozen while values train (the cheaper of its two modes)
+    opt = torch.optim.SGD([model.values], lr=0.3)
+    x, y = clustered_features(batch * 8, 2048, seed=2)
+    state = {"i": 0}
+
+    def step():
+        i = state["i"] = (state["i"] + 1) % 8
+        xb, yb = x[i * batch : (i + 1) * batch], y[i * batch : (i + 1) * batch]
+        opt.zero_grad(set_to_none=True)
+        logits = model(xb.unsqueeze(1)).squeeze(1)
+        F.cross_entropy(logits, yb, label_smoothing=0.1).backward()
+        opt.step()
+
+    sec = timed_steps(step, steps, warmup=1)
+    return {"seconds_per_batch": sec, "examples_per_s": batch / sec, "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def train_indices(n: int, epochs: int) -> dict:
+    """Training from cached indices at the paper's size: ValueSGD vs autograd + torch SGD."""
+    import torch.nn.functional as F
+
+    from dkvb_nlp.bottleneck.value_sgd import ValueSGD
+
+    c, k, batch = 256, 4096, 256
+    model = ours(c)
+    x, y = clustered_features(n, 2048, seed=3)
+    t0 = time.perf_counter()
+    real = model.quantize(x)
+    quantize_s = time.perf_counter() - t0
+    uniform = torch.randint(k, (n, c), generator=torch.Generator().manual_seed(0))
+    out = {"quantize_examples_per_s": n / quantize_s}
+    for name, idx in (("quantized", real), ("uniform_random", uniform)):
+        sgd = ValueSGD(model, lr=0.3, label_smoothing=0.1)
+        sgd.epoch(idx[:2048], y[:2048], batch_size=batch)  # warm-up
+        start = time.perf_counter()
+        for e in range(epochs):
+            sgd.epoch(idx, y, batch_size=batch, generator=torch.Generator().manual_seed(e))
+        out[f"value_sgd_{name}_examples_per_s"] = epochs * n / (time.perf_counter() - start)
+    # in-run anchor: the textbook path, sparse embedding_bag gradients + torch.optim.SGD
+    opt = torch.optim.SGD(model.parameters(), lr=0.3)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    for s in range(0, n, batch):
+        b = order[s : s + batch]
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(indices=real[b]), y[b], label_smoothing=0.1).backward()
+        opt.step()
+    out["autograd_sparse_sgd_examples_per_s"] = n / (time.perf_counter() - start)
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def key_init_data(n: int = 200_000, dim: int = 384, batch: int = 8192) -> list[torch.Tensor]:
+    x, _ = clustered_features(n, dim, classes=150, seed=4)
+    return [x[i : i + batch] for i in range(0, n, batch)]
+
+
+@worker
+def key_init_ours() -> dict:
+    """One EMA epoch, 200k x 384, C=32, K=4096, batches of 8192, our backend (faiss search)."""
+    from dkvb_nlp import KeyValueBottleneck
+
+    batches = key_init_data()
+    model = KeyValueBottleneck(384, 32, 4096, num_classes=10)
+    start = time.perf_counter()
+    model.init_keys(batches, epochs=1, backend="ema")
+    sec = time.perf_counter() - start
+    return {"seconds": sec, "shift_score": model.shift_score(torch.cat(batches[:4])), "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def key_init_vq(batches_to_time: int) -> dict:
+    """The same work with vector-quantize-pytorch's EMA codebook (the paper's implementation)."""
+    from dkvb_nlp.bottleneck.key_init import VQPytorchKMeans
+    from dkvb_nlp.bottleneck.splitters import SegmentSplitter
+
+    batches = key_init_data()
+    split = SegmentSplitter(384, 32)
+    kmeans = VQPytorchKMeans(32, 4096, 12, decay=0.95)
+    times = []
+    for b in batches[:batches_to_time]:
+        start = time.perf_counter()
+        kmeans.update(split(b))
+        times.append(time.perf_counter() - start)
+    steady = times[-1] if len(times) > 1 else times[0]
+    estimate = times[0] + steady * (len(batches) - 1)
+    return {"batch_seconds": times, "batches_total": len(batches), "seconds": sum(times) if
+            len(times) == len(batches) else estimate, "extrapolated": len(times) < len(batches)}
+
+
+def run_worker(name: str, limit_gb: float | None = None, **kwargs) -> dict:
+    """Run one registered measurement in a fresh interpreter; return its dict or its failure."""
+    cmd = [sys.executable, __file__, "--worker", name, "--kwargs", json.dumps(kwargs)]
+    env = dict(os.environ)
+    preexec = None
+    if limit_gb:
+        def preexec():  # noqa: E306 - address-space cap so an oversized anchor fails, not the machine
+            cap = int(limit_gb * 1024**3)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, preexec_fn=preexec)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["(no output)"]
+        return {"failed": True, "returncode": proc.returncode, "error": tail[0][:300]}
+    return json.loads(lines[-1])
+
+
+def section_layer(args) -> dict:
+    """The bottleneck core against its anchors; prints a table of ratios."""
+    res = {}
+    res["fb_small_ours"] = run_worker("fb_ours", c=64, batch=16, steps=args.steps)
+    res["fb_small_anchor"] = run_worker("fb_anchor", c=64, batch=16, steps=max(3, args.steps // 20))
+    res["fb_paper_ours"] = run_worker("fb_ours", c=256, batch=256, steps=max(5, args.steps // 4))
+    if args.anchor_paper_size:
+        res["fb_paper_anchor"] = run_worker("fb_anchor", limit_gb=args.memory_limit_gb, c=256, batch=256, steps=2)
+    res["train_indices"] = run_worker("train_indices", n=args.train_examples, epochs=args.train_epochs)
+    res["key_init_ours"] = run_worker("key_init_ours")
+    res["key_init_vq"] = run_worker("key_init_vq", batches_to_time=10**6 if args.vq_full else args.vq_batches)
+
+    def get(key, field):
+        return res[key].get(field, float("nan"))
+
+    rows = []
+    rows.append(("fwd+bwd C=64 B=16: throughput (ex/s)", get("fb_small_ours", "examples_per_s"),
+                 get("fb_small_anchor", "examples_per_s"), "ours/anchor >= 20x"))
+    rows.append(("fwd+bwd C=64 B=16: peak memory (MB)", get("fb_small_ours", "peak_rss_mb"),
+                 get("fb_small_anchor", "peak_rss_mb"), "ours/anchor <= 0.2"))
+    anchor_paper = res.get("fb_paper_anchor", {})
+    rows.append(("fwd+bwd C=256 B=256: throughput (ex/s)", get("fb_paper_ours", "examples_per_s"),
+                 anchor_paper.get("examples_per_s", float("nan")), "(anchor: --anchor-paper-size)"))
+    rows.append(("fwd+bwd C=256 B=256: peak memory (MB)", get("fb_paper_ours", "peak_rss_mb"),
+                 anchor_paper.get("peak_rss_mb", float("nan")), "ours <= 2048 MB"))
+    t = res["train_indices"]
+    rows.append(("cached-index training C=256 (ex/s), quantized idx", t.get("value_sgd_quantized_examples_per_s", float("nan")),
+                 t.get("autograd_sparse_sgd_examples_per_s", float("nan")), ">= 150,000 ex/s"))
+    rows.append(("cached-index training C=256 (ex/s), uniform idx", t.get("value_sgd_uniform_random_examples_per_s", float("nan")),
+                 t.get("autograd_sparse_sgd_examples_per_s", float("nan")), "(worst case for caches)"))
+    rows.append(("key init, 1 EMA epoch 200k x 384 (s)", get("key_init_ours", "seconds"),
+                 get("key_init_vq", "seconds"), "ours <= 10 s"))
+    print(f"\n{'measurement':52s} {'ours':>12s} {'anchor':>12s} {'ratio':>9s}  target")
+    for name, mine, theirs, target in rows:
+        ratio = mine / theirs if theirs == theirs and theirs else float("nan")
+        print(f"{name:52s} {mine:12,.1f} {theirs:12,.1f} {ratio:9.3f}  {target}")
+    print("anchors: fwd+bwd -> discrete-key-value-bottleneck-pytorch; cached-index training -> autograd "
+          "embedding_bag(sparse) + torch.optim.SGD; key init -> vector-quantize-pytorch EMA codebook"
+          + (" (extrapolated from its first batches)" if res["key_init_vq"].get("extrapolated") else ""))
+    if anchor_paper.get("failed"):
+        print(f"anchor at the paper's size failed under a {args.memory_limit_gb} GB limit: {anchor_paper['error']}")
+    return res
+
+
+SECTIONS = {"layer": section_layer}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--section", choices=sorted(SECTIONS), default="layer")
+    parser.add_argument("--steps", type=int, default=100, help="timed batches of our fwd+bwd")
+    parser.add_argument("--train-examples", type=int, default=12_000)
+    parser.add_argument("--train-epochs", type=int, default=3)
+    parser.add_argument("--vq-batches", type=int, default=2, help="vector-quantize-pytorch batches timed")
+    parser.add_argument("--vq-full", action="store_true", help="time vector-quantize-pytorch on all batches")
+    parser.add_argument("--anchor-paper-size", action="store_true", help="also try the anchor at C=256, B=256")
+    parser.add_argument("--memory-limit-gb", type=float, default=20.0)
+    parser.add_argument("--json", type=Path, help="write all measurements here")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](**json.loads(args.kwargs))))
+        return None
+    result = {"section": args.section, "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "results": SECTIONS[args.section](args)}
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(args.json)
+    return result
+
+
+if __name__ == "__main__":
+    main()
