@@ -1,0 +1,27 @@
+"""Training and evaluation engine: continual-learning metrics (the loop lands here later)."""
+
+from .metrics import (
+    SUMMARY_FIELDS,
+    accuracy,
+    average_incremental_accuracy,
+    bwt,
+    check_accuracy_matrix,
+    final_accuracy,
+    forgetting,
+    forward_transfer,
+    macro_f1,
+    summarize,
+)
+
+__all__ = [
+    "SUMMARY_FIELDS",
+    "accuracy",
+    "average_incremental_accuracy",
+    "bwt",
+    "check_accuracy_matrix",
+    "final_accuracy",
+    "forgetting",
+    "forward_transfer",
+    "macro_f1",
+    "summarize",
+]

@@ -1,0 +1,161 @@
+"""Continual-learning metrics from an accuracy matrix, and per-evaluation accuracy / macro-F1.
+
+The accuracy matrix `A` is T x T: `A[i][j]` is the test accuracy on task j after training
+task i, a fraction in [0, 1]. Every entry must be measured (also the not-yet-trained tasks
+above the diagonal: the "accuracy on all tasks" curve and forward transfer read them).
+
+- final accuracy: mean of the last row.
+- average incremental accuracy (AIA): mean over i of mean(A[i][:i+1]).
+- backward transfer (BWT, Lopez-Paz & Ranzato, 2017): mean over j < T-1 of A[T-1][j] - A[j][j].
+- forgetting (Chaudhry et al., 2018): mean over j < T-1 of max_{j <= l <= T-2} A[l][j] - A[T-1][j].
+- forward transfer (FWT, Lopez-Paz & Ranzato, 2017): mean over j >= 1 of A[j-1][j] - b[j], with
+  b[j] the accuracy of the untrained (randomly initialised) model on task j.
+
+With a single task (T == 1) there is nothing to look back (or forward) on: BWT, forgetting
+and FWT are 0.0, not None, so that they average over seeds and print like any other value.
+
+Since the max in forgetting includes l = j, forgetting_j >= A[j][j] - A[T-1][j] = -BWT_j per
+task, hence forgetting >= -BWT; both are 0 when every task keeps its just-trained accuracy.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+__all__ = [
+    "accuracy",
+    "average_incremental_accuracy",
+    "bwt",
+    "check_accuracy_matrix",
+    "final_accuracy",
+    "forgetting",
+    "forward_transfer",
+    "macro_f1",
+    "SUMMARY_FIELDS",
+    "summarize",
+]
+
+# The names under which summarize() reports, and results.json stores, the scalar metrics.
+SUMMARY_FIELDS = ("final_accuracy", "average_incremental_accuracy", "bwt", "forgetting")
+
+
+def check_accuracy_matrix(matrix, name: str = "accuracy matrix") -> np.ndarray:
+    """The matrix as float64, or a ValueError unless it is a non-empty finite square in [0, 1]."""
+    try:
+        a = np.asarray(matrix, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        # Ragged nested lists land here; say so instead of numpy's "inhomogeneous shape".
+        raise ValueError(f"{name} must be a T x T array of numbers; got {matrix!r} ({err})") from None
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ValueError(f"{name} must be square (T x T); got shape {a.shape}")
+    if a.shape[0] == 0:
+        raise ValueError(f"{name} is empty; at least one task (1 x 1) is needed")
+    if not np.all(np.isfinite(a)):
+        bad = tuple(int(k) for k in np.argwhere(~np.isfinite(a))[0])
+        raise ValueError(
+            f"{name} must be finite; entry {bad} is {a[bad]} "
+            "(evaluate every task after every task, also the ones not trained yet)"
+        )
+    if a.min() < 0.0 or a.max() > 1.0:
+        # The usual slip is percentages; every report multiplies by 100 itself.
+        raise ValueError(
+            f"{name} values must be fractions in [0, 1], not percentages; "
+            f"got min {a.min():g}, max {a.max():g}"
+        )
+    return a
+
+
+def final_accuracy(matrix) -> float:
+    """Mean accuracy over all tasks after training the last task."""
+    a = check_accuracy_matrix(matrix)
+    return float(a[-1].mean())
+
+
+def average_incremental_accuracy(matrix) -> float:
+    """Mean over training steps i of the mean accuracy on the tasks seen so far (0..i)."""
+    a = check_accuracy_matrix(matrix)
+    return float(np.mean([a[i, : i + 1].mean() for i in range(a.shape[0])]))
+
+
+def bwt(matrix) -> float:
+    """Backward transfer: mean of A[T-1][j] - A[j][j] over j < T-1 (0.0 when T == 1)."""
+    a = check_accuracy_matrix(matrix)
+    t = a.shape[0]
+    if t == 1:
+        return 0.0
+    return float(np.mean(a[-1, :-1] - np.diag(a)[:-1]))
+
+
+def forgetting(matrix) -> float:
+    """Forgetting: mean over j < T-1 of max_{j <= l < T-1} A[l][j] - A[T-1][j] (0.0 when T == 1)."""
+    a = check_accuracy_matrix(matrix)
+    t = a.shape[0]
+    if t == 1:
+        return 0.0
+    # Rows above the diagonal are before task j was trained; they must not count as "best".
+    best = [a[j : t - 1, j].max() for j in range(t - 1)]
+    return float(np.mean(np.asarray(best) - a[-1, :-1]))
+
+
+def forward_transfer(matrix, baseline: Sequence[float]) -> float:
+    """Forward transfer: mean over j >= 1 of A[j-1][j] - baseline[j] (0.0 when T == 1)."""
+    a = check_accuracy_matrix(matrix)
+    t = a.shape[0]
+    b = np.asarray(baseline, dtype=np.float64)
+    if b.shape != (t,):
+        raise ValueError(f"baseline must hold one accuracy per task, shape ({t},); got shape {b.shape}")
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"baseline must be finite; got {b.tolist()}")
+    if t == 1:
+        return 0.0
+    return float(np.mean(np.diag(a, k=1) - b[1:]))
+
+
+def summarize(matrix) -> dict:
+    """The scalar metrics of an accuracy matrix, keyed by SUMMARY_FIELDS."""
+    a = check_accuracy_matrix(matrix)
+    return {
+        "final_accuracy": final_accuracy(a),
+        "average_incremental_accuracy": average_incremental_accuracy(a),
+        "bwt": bwt(a),
+        "forgetting": forgetting(a),
+    }
+
+
+def _check_predictions(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
+    p, y = np.asarray(predictions), np.asarray(labels)
+    if p.ndim != 1 or y.ndim != 1:
+        raise ValueError(
+            f"predictions and labels must be 1-d class ids; got shapes {p.shape} and {y.shape}"
+        )
+    if p.shape != y.shape:
+        raise ValueError(
+            f"predictions and labels must have the same length; got {p.shape[0]} and {y.shape[0]}"
+        )
+    if y.size == 0:
+        raise ValueError("predictions and labels are empty; at least one example is needed")
+    return p, y
+
+
+def accuracy(predictions, labels) -> float:
+    """Fraction of predictions equal to their labels."""
+    p, y = _check_predictions(predictions, labels)
+    return float(np.mean(p == y))
+
+
+def macro_f1(predictions, labels) -> float:
+    """F1 averaged over the classes present in labels (sklearn: labels=unique(labels), average="macro")."""
+    p, y = _check_predictions(predictions, labels)
+    # A test split of one task holds only that task's classes; averaging over every class the
+    # model can output would add spurious zeros for classes that could not be scored.
+    scores = []
+    for c in np.unique(y):
+        tp = np.sum((p == c) & (y == c))
+        fp = np.sum((p == c) & (y != c))
+        fn = np.sum((p != c) & (y == c))
+        # 2PR/(P+R) rewritten without P and R, so a class never predicted scores 0 instead of
+        # dividing by zero; the denominator is > 0 since c occurs in the labels (fn + tp >= 1).
+        scores.append(2.0 * tp / (2.0 * tp + fp + fn))
+    return float(np.mean(scores))
