@@ -6,8 +6,10 @@ from .module import PAD, KeyValueBottleneck
 from .pooling import POOLINGS, masked_mean
 from .search import SEARCHES, resolve_search
 from .splitters import SPLITTERS
+from .task_head import TaskHead
+from .value_sgd import ValueSGD
 
 __all__ = [
     "DECODERS", "KEY_INITS", "EMAKMeans", "PAD", "KeyValueBottleneck", "POOLINGS", "masked_mean",
-    "SEARCHES", "resolve_search", "SPLITTERS",
+    "SEARCHES", "resolve_search", "SPLITTERS", "TaskHead", "ValueSGD",
 ]

@@ -294,13 +294,18 @@ class KeyValueBottleneck(nn.Module):
         offsets[1:] = counts.cumsum(0)[:-1]
         return rows[valid], offsets
 
-    def pool_values(self, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
-        """Mean of the fetched values over codebooks and valid tokens: (B, value_dim)."""
+    def pool_values(self, indices: torch.Tensor, check: bool = True,
+                    table: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean of the fetched values over codebooks and valid tokens: (B, value_dim).
+
+        `table` swaps in another (C*K, dv) value table over the same keys (a task head).
+        """
+        table = self.value_table if table is None else table
         rows, offsets = self._bags(indices, check)
         if offsets is None:  # fixed bags: a sum then one scale is cheaper than mode="mean"
-            summed = F.embedding_bag(rows, self.value_table, mode="sum", sparse=self.sparse)
+            summed = F.embedding_bag(rows, table, mode="sum", sparse=self.sparse)
             return summed / self.num_codebooks
-        return F.embedding_bag(rows, self.value_table, offsets, mode="mean", sparse=self.sparse)
+        return F.embedding_bag(rows, table, offsets, mode="mean", sparse=self.sparse)
 
     def forward(
         self,

@@ -1,0 +1,80 @@
+"""Load a frozen encoder and its tokenizer."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+
+from .resolve import resolve_encoder
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: the encoder is the frozen front of the model."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def hidden_size(encoder: nn.Module) -> int:
+    """The width of the encoder's token states (`last_hidden_state`)."""
+    config = getattr(encoder, "config", None)
+    for attr in ("hidden_size", "dim", "d_model"):  # BERT/RoBERTa/MPNet, DistilBERT, others
+        value = getattr(config, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"cannot tell the hidden size of encoder {type(encoder).__name__}")
+
+
+def load_encoder(name_or_path: str | os.PathLike, *, local_files_only: bool | None = None,
+                 trust_remote_code: bool = False) -> nn.Module:
+    """The frozen `AutoModel` for an encoder name or path (see `resolve_encoder`)."""
+    from transformers import AutoModel
+
+    source = resolve_encoder(name_or_path, local_files_only=local_files_only)
+    model = AutoModel.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                      local_files_only=bool(local_files_only))
+    return freeze(model)
+
+
+def load_tokenizer(name_or_path: str | os.PathLike, *, local_files_only: bool | None = None,
+                   trust_remote_code: bool = False):
+    """The tokenizer that belongs to an encoder name or path."""
+    from transformers import AutoTokenizer
+
+    source = resolve_encoder(name_or_path, local_files_only=local_files_only)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                         local_files_only=bool(local_files_only))
+
+
+def autocast_dtype(setting: str, device: torch.device | str = "cpu") -> torch.dtype | None:
+    """The autocast dtype for the encoder pass: 'bf16', 'off', or 'auto' (bf16 where fast)."""
+    accepted = ("auto", "bf16", "off")
+    if setting not in accepted:
+        raise ValueError(f"unknown autocast {setting!r}; accepted: {', '.join(accepted)}")
+    if setting == "off":
+        return None
+    if setting == "bf16":
+        return torch.bfloat16
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        # Only native bf16 matmuls (AVX-512 BF16 / AMX) make it faster (~2x); emulated is slower.
+        return torch.bfloat16 if _cpu_has_native_bf16() else None
+    return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    """True on CPUs with AVX-512 BF16 or AMX-BF16 instructions (read from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False

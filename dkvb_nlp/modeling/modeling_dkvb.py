@@ -1,0 +1,381 @@
+"""DKVBForSequenceClassification: a frozen encoder, a discrete key-value bottleneck, a decoder.
+
+    text -> tokenizer -> frozen encoder -> token states -> frozen keys -> key indices     FRONT
+    key indices -> values of head t -> masked mean -> decoder -> logits                  BACK
+
+A `transformers.PreTrainedModel`: the Auto classes, `pipeline("text-classification")` and the
+`Trainer` work with it. Only the back learns. `save_pretrained` writes the back (keys, values,
+decoder) plus the tokenizer and a reference to the encoder, PEFT-style; `save_encoder=True`
+bundles the encoder for a self-contained folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.modeling_outputs import SequenceClassifierOutput
+
+from ..bottleneck import KeyValueBottleneck, TaskHead
+from ..encoders import autocast_dtype, check_texts, hidden_size, iter_encoded, load_encoder, load_tokenizer
+from .configuration_dkvb import DKVBConfig
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+ENCODER_SUBFOLDER = "encoder"
+
+
+class DKVBPreTrainedModel(PreTrainedModel):
+    """Base class tying DKVB models to `DKVBConfig`."""
+
+    config_class = DKVBConfig
+    base_model_prefix = "dkvb"
+    main_input_name = "input_ids"
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Every DKVB part initialises itself; the encoder arrives pretrained and must stay so.
+        return
+
+
+class DKVBForSequenceClassification(DKVBPreTrainedModel):
+    """Text classifier that keeps learning: frozen encoder + keys, trainable values + decoder.
+
+    Args:
+        config: a `DKVBConfig`.
+        encoder: an already loaded encoder (`AutoModel`); loaded from
+            `config.encoder_name_or_path` when None.
+        tokenizer: its tokenizer; loaded from the same place when first needed.
+    """
+
+    def __init__(self, config: DKVBConfig, encoder: nn.Module | None = None, tokenizer=None):
+        super().__init__(config)
+        if encoder is None:
+            encoder = load_encoder(config.encoder_name_or_path)
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+        self.encoder = encoder.eval()
+        dim = hidden_size(encoder)
+        if config.encoder_hidden_size not in (None, dim):
+            raise ValueError(
+                f"encoder {config.encoder_name_or_path!r} has hidden size {dim}, but this model's "
+                f"bottleneck was built for {config.encoder_hidden_size}; load the encoder it was trained with")
+        config.encoder_hidden_size = dim
+        sizes = config.head_sizes
+        self.bottleneck = KeyValueBottleneck(
+            dim, config.num_codebooks, config.num_keys, num_classes=sizes[0], value_dim=config.value_dim,
+            split=config.split, key_dim=config.key_dim, pooling=config.pooling, decoder=config.decoder_type,
+            decoder_hidden=config.decoder_hidden, value_init=config.value_init,
+            value_init_std=config.value_init_std, seed=config.seed,
+        )
+        # Task-incremental use: head 0 is the bottleneck's own table, heads 1.. share its keys.
+        self.task_heads = nn.ModuleList(
+            TaskHead(self.bottleneck, n, config.value_dim, seed=config.seed + t) for t, n in enumerate(sizes[1:], 1)
+        )
+        self._tokenizer = tokenizer
+        self.post_init()
+
+    # ------------------------------------------------------------------ parts
+    @property
+    def tokenizer(self):
+        """The encoder's tokenizer (loaded on first use)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.config.encoder_name_or_path)
+        return self._tokenizer
+
+    @property
+    def num_heads(self) -> int:
+        return 1 + len(self.task_heads)
+
+    def head(self, task_id: int):
+        """The trainable back of task `task_id` (its `value_table` and `decoder`)."""
+        if not isinstance(task_id, int) or not 0 <= task_id < self.num_heads:
+            raise ValueError(f"task_id={task_id!r} out of range; this model has heads 0 to {self.num_heads - 1}")
+        return self.bottleneck if task_id == 0 else self.task_heads[task_id - 1]
+
+    def train(self, mode: bool = True):
+        """Train mode for the back only: the frozen encoder stays in eval mode (no dropout)."""
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def trainable_parameters(self) -> int:
+        """Number of trainable scalars: values and decoder weights."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+    # ------------------------------------------------------------------ frozen front
+    def _autocast(self):
+        dtype = autocast_dtype(self.config.autocast, self.device)
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+    @torch.no_grad()
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states (B, T, D) in float32 and the token mask (B, T)."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        with self._autocast():
+            states = self.encoder(**inputs).last_hidden_state
+        return states.float(), attention_mask.bool()
+
+    @torch.no_grad()
+    def quantize(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Key indices (B, T, C) (or (B, C) for pooling before the bottleneck), -1 at padding."""
+        states, mask = self.encode(input_ids, attention_mask, token_type_ids)
+        return self.bottleneck.quantize(states, mask)
+
+    def iter_encoded(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None,
+                     batch_size: int = 64, **kwargs):
+        """Length-sorted batches of token states for raw texts (see `encoders.iter_encoded`)."""
+        return iter_encoded(self.encoder, self.tokenizer, texts, text_pairs, max_length=self.config.max_seq_length,
+                            batch_size=batch_size, autocast=self.config.autocast, **kwargs)
+
+    @torch.no_grad()
+    def init_keys(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *,
+                  epochs: int | None = None, batch_size: int = 64, progress: bool | None = None,
+                  seed: int | None = None) -> "DKVBForSequenceClassification":
+        """Initialise the keys by EMA k-means on unlabelled texts, then freeze them for good.
+
+        Texts are encoded in length-sorted batches visited in a seeded random order, and their
+        token vectors regrouped into EMA updates of `config.key_init_batch_rows` vectors.
+        Each epoch encodes the texts again, so memory stays flat however many texts there are.
+        """
+        texts = check_texts(texts)
+        cfg = self.config
+        epochs = cfg.key_init_epochs if epochs is None else epochs
+        seed = cfg.seed if seed is None else seed
+        model = self
+
+        class Rows:  # re-iterable: bottleneck.init_keys walks it once per epoch
+            def __init__(self):
+                self.epoch = 0
+
+            def __iter__(self) -> Iterator[torch.Tensor]:
+                self.epoch += 1
+                batches = model.iter_encoded(texts, text_pairs, batch_size=batch_size, progress=progress,
+                                             shuffle_seed=seed + self.epoch)
+                rows = (model.bottleneck._valid_rows(b.states, b.mask)[0] for b in batches)
+                return regroup_rows(rows, cfg.key_init_batch_rows)
+
+        self.bottleneck.init_keys(Rows(), epochs=epochs, decay=cfg.ema_decay,
+                                  dead_key_threshold=cfg.dead_key_threshold, backend=cfg.key_init)
+        return self
+
+    # ------------------------------------------------------------------ trainable back
+    def logits_from_indices(self, indices: torch.Tensor, task_id=None) -> torch.Tensor:
+        """Logits from key indices: head `task_id`; with no task id, all heads side by side."""
+        if task_id is None:
+            if self.num_heads == 1:
+                return self.bottleneck(indices=indices)
+            return torch.cat([self._head_logits(t, indices) for t in range(self.num_heads)], dim=1)
+        if isinstance(task_id, int):
+            return self._head_logits(task_id, indices)
+        task_id = torch.as_tensor(task_id, device=indices.device)
+        if task_id.dim() == 0:
+            return self._head_logits(int(task_id), indices)
+        if task_id.shape != indices.shape[:1]:
+            raise ValueError(f"task_id of shape {tuple(task_id.shape)} does not match {indices.shape[0]} examples")
+        # Mixed tasks in one batch: each example reads its own head; narrower heads are padded
+        # with -inf so argmax and softmax stay right.
+        width = max(self.config.head_sizes)
+        out = indices.new_full((indices.shape[0], width), float("-inf"), dtype=torch.float32)
+        for t in task_id.unique().tolist():
+            rows = task_id == t
+            logits = self._head_logits(int(t), indices[rows])
+            out = out.index_put((rows.nonzero(as_tuple=True)[0][:, None],
+                                 torch.arange(logits.shape[1], device=out.device)[None, :]), logits)
+        return out
+
+    def _head_logits(self, task_id: int, indices: torch.Tensor) -> torch.Tensor:
+        head = self.head(task_id)
+        return head.decoder(head.pool_values(indices))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        task_id: int | torch.Tensor | None = None,
+        indices: torch.Tensor | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> SequenceClassifierOutput:
+        """Logits (and a cross-entropy loss when `labels` are given).
+
+        Single head: labels are ids of `config.id2label`. Multi-head: with `task_id` (an int,
+        or one per example) labels are ids within that task's labels; without it the logits of
+        all heads are concatenated in `config.id2label` order. `indices` (from `quantize`)
+        skip the encoder.
+        """
+        if indices is None:
+            if input_ids is None:
+                raise ValueError("give input_ids (and attention_mask) or precomputed indices=")
+            indices = self.quantize(input_ids, attention_mask, token_type_ids)
+        logits = self.logits_from_indices(indices, task_id)
+        loss = None
+        if labels is not None:
+            loss = self._loss(logits, labels.to(logits.device).long(), task_id)
+        if return_dict is False:
+            return (logits,) if loss is None else (loss, logits)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor, task_id) -> torch.Tensor:
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= logits.shape[1]):
+            bad = int(labels.max()) if int(labels.max()) >= logits.shape[1] else int(labels.min())
+            raise ValueError(f"label {bad} out of range: these logits have {logits.shape[1]} classes (0 to "
+                             f"{logits.shape[1] - 1}); multi-head labels count within their task")
+        if task_id is None or isinstance(task_id, int) or torch.as_tensor(task_id).dim() == 0:
+            return F.cross_entropy(logits, labels)
+        # Mixed tasks: each example's loss over its own head's classes only (no -inf padding).
+        task_id = torch.as_tensor(task_id, device=logits.device)
+        total = logits.new_zeros(())
+        for t in task_id.unique().tolist():
+            rows = task_id == t
+            n = self.config.head_sizes[int(t)]
+            total = total + F.cross_entropy(logits[rows, :n], labels[rows], reduction="sum")
+        return total / labels.numel()
+
+    # ------------------------------------------------------------------ growing
+    def add_labels(self, names: Sequence[str]) -> "DKVBForSequenceClassification":
+        """Single head: add classes later (new logit columns); existing values do not change."""
+        if self.num_heads != 1:
+            raise ValueError("this model has one head per task; use add_task(labels) to add a task")
+        names = self._new_names(names)
+        self.bottleneck.add_classes(len(names))
+        self._set_labels(list(self.config.id2label[i] for i in range(self.config.num_labels)) + names)
+        return self
+
+    def add_task(self, names: Sequence[str]) -> int:
+        """Multi-head: add a task with its own value table over the same keys; returns its id."""
+        names = self._new_names(names)
+        cfg = self.config
+        if cfg.task_labels is None:  # turn the single head into task 0
+            cfg.task_labels = [[cfg.id2label[i] for i in range(cfg.num_labels)]]
+        device = self.bottleneck.value_table.device
+        self.task_heads.append(TaskHead(self.bottleneck, len(names), cfg.value_dim,
+                                        seed=cfg.seed + self.num_heads).to(device))
+        cfg.task_labels = cfg.task_labels + [names]
+        self._set_labels([n for labels in cfg.task_labels for n in labels])
+        return self.num_heads - 1
+
+    def _new_names(self, names: Sequence[str]) -> list[str]:
+        if isinstance(names, str) or not names:
+            raise ValueError(f"give a non-empty list of new label names, got {names!r}")
+        names = [str(n) for n in names]
+        clash = sorted(set(names) & set(self.config.label2id)) or sorted({n for n in names if names.count(n) > 1})
+        if clash:
+            raise ValueError(f"labels {clash} already exist or repeat; new label names must be unique")
+        return names
+
+    def _set_labels(self, names: list[str]) -> None:
+        self.config.id2label = {i: n for i, n in enumerate(names)}
+        self.config.label2id = {n: i for i, n in enumerate(names)}
+
+    # ------------------------------------------------------------------ saving and loading
+    def save_pretrained(self, save_directory: str | os.PathLike, *, save_encoder: bool = False,
+                        state_dict: dict | None = None, is_main_process: bool = True, **kwargs) -> None:
+        """Write config.json, the tokenizer and a small model.safetensors (keys, values, decoder).
+
+        The encoder is referred to by `config.encoder_name_or_path`; `save_encoder=True` also
+        writes it (and its tokenizer) to `<save_directory>/encoder` for a self-contained folder.
+        Other keyword arguments of `PreTrainedModel.save_pretrained` are accepted and ignored.
+        """
+        from safetensors.torch import save_file
+
+        if not is_main_process:
+            return
+        folder = Path(save_directory)
+        if folder.is_file():
+            raise ValueError(f"save_directory {folder} is a file; give a folder")
+        folder.mkdir(parents=True, exist_ok=True)
+        state = self.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items() if not k.startswith("encoder.")}
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".model.", suffix=".tmp", delete=False) as tmp:
+            pass
+        try:  # written to a temporary name, then renamed: a crash never leaves half a file
+            save_file(state, tmp.name, metadata={"format": "pt"})
+            os.replace(tmp.name, folder / WEIGHTS_NAME)
+        finally:
+            if os.path.exists(tmp.name):
+                os.unlink(tmp.name)
+        self.config.architectures = [type(self).__name__]
+        self.config.save_pretrained(folder)
+        self.tokenizer.save_pretrained(folder)
+        if save_encoder:
+            self.encoder.save_pretrained(folder / ENCODER_SUBFOLDER)
+            self.tokenizer.save_pretrained(folder / ENCODER_SUBFOLDER)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
+                        config: DKVBConfig | None = None, encoder: nn.Module | None = None,
+                        local_files_only: bool | None = None, **kwargs) -> "DKVBForSequenceClassification":
+        """Load a folder (or hub repository) written by `save_pretrained`; in eval mode.
+
+        The encoder comes from `encoder=`, else the bundled `encoder/` subfolder, else
+        `config.encoder_name_or_path`. Loading reads safetensors only (no pickle).
+        """
+        from safetensors.torch import load_file
+
+        folder = _local_folder(pretrained_model_name_or_path, local_files_only)
+        if not isinstance(config, DKVBConfig):
+            config = DKVBConfig.from_pretrained(folder)
+        if encoder is None and (folder / ENCODER_SUBFOLDER / "config.json").is_file():
+            encoder = load_encoder(folder / ENCODER_SUBFOLDER)
+        if encoder is None:
+            encoder = load_encoder(config.encoder_name_or_path, local_files_only=local_files_only)
+        tokenizer = load_tokenizer(folder) if (folder / "tokenizer_config.json").is_file() else None
+        model = cls(config, encoder=encoder, tokenizer=tokenizer)
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} not found; is {folder} a folder written by save_pretrained?")
+        state = load_file(str(weights))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("encoder.")]
+        if missing or unexpected:
+            raise ValueError(f"{weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        ignored = sorted(k for k in kwargs if not k.startswith("_"))
+        if ignored:
+            logger.info("DKVBForSequenceClassification.from_pretrained ignores %s", ignored)
+        return model.eval()
+
+
+def regroup_rows(rows: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
+    """Re-cut a stream of (n_i, D) row blocks into blocks of exactly `size` rows (last: fewer)."""
+    buffer, count = [], 0
+    for block in rows:
+        buffer.append(block)
+        count += block.shape[0]
+        while count >= size:
+            joined = torch.cat(buffer)
+            yield joined[:size]
+            rest = joined[size:]
+            buffer, count = ([rest] if rest.shape[0] else []), rest.shape[0]
+    if count:
+        yield torch.cat(buffer)
+
+
+def _local_folder(name_or_path: str | os.PathLike, local_files_only: bool | None) -> Path:
+    """A local folder holding a saved DKVB model: the path itself, or a hub download."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return folder
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(name_or_path), local_files_only=bool(local_files_only)))
+    except Exception as err:
+        raise OSError(f"cannot find a DKVB model at {str(name_or_path)!r}: not a local folder, and the hub "
+                      f"gave {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
