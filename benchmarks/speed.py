@@ -1,6 +1,7 @@
 """Performance of dkvb-nlp against named anchors, measured in the same run.
 
     python benchmarks/speed.py --section layer [--json benchmarks/out/speed_layer.json]
+    python benchmarks/speed.py --section encode [--json benchmarks/out/speed_encode.json]
 
 Sections (more are added as the project grows):
 - layer: the bottleneck core.
@@ -14,6 +15,11 @@ Sections (more are added as the project grows):
   * key initialisation: one EMA epoch over 200,000 vectors of dimension 384, C=32 segments,
     K=4096 keys, ours vs vector-quantize-pytorch's EMA codebook (the paper's), the latter
     timed on its first --vq-batches batches and extrapolated (or all with --vq-full).
+
+- encode: the floor of every text run, MiniLM over CLINC150's 15,000 training texts (the
+  packaged copy): our length-sorted, dynamically padded batches against naive fixed-length
+  (max_length=128) padded batches in the input order, both in fp32; and our default (bf16
+  autocast where the CPU runs it natively) against the same anchor.
 
 Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
 """
@@ -260,7 +266,70 @@ def section_layer(args) -> dict:
     return res
 
 
-SECTIONS = {"layer": section_layer}
+def clinc_train_texts(limit: int | None = None) -> list[str]:
+    """CLINC150's training texts from the copy shipped inside the package."""
+    import gzip
+
+    import dkvb_nlp
+
+    path = Path(dkvb_nlp.__file__).parent / "data" / "packaged" / "clinc150" / "train.jsonl.gz"
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        texts = [json.loads(line)["text"] for line in f]
+    return texts[:limit] if limit else texts
+
+
+@worker
+def encode_texts(mode: str, autocast: str, limit: int | None = None, batch_size: int = 64) -> dict:
+    """Encode CLINC150 train with MiniLM: 'sorted' (ours) or 'naive' (fixed-length padding)."""
+    from dkvb_nlp.encoders import DEFAULT_ENCODER, iter_encoded, load_encoder, load_tokenizer
+    from dkvb_nlp.encoders.load import autocast_dtype
+
+    texts = clinc_train_texts(limit)
+    encoder, tok = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
+    warm = tok(texts[:batch_size], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        encoder(**warm)
+    start = time.perf_counter()
+    tokens = 0
+    if mode == "sorted":
+        for batch in iter_encoded(encoder, tok, texts, max_length=128, batch_size=batch_size, autocast=autocast,
+                                  progress=False):
+            tokens += int(batch.mask.sum())
+    elif mode == "naive":
+        dtype = autocast_dtype(autocast)
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            for i in range(0, len(texts), batch_size):
+                enc = tok(texts[i : i + batch_size], padding="max_length", truncation=True, max_length=128,
+                          return_tensors="pt")
+                out = encoder(**enc).last_hidden_state.float()
+                tokens += int(enc["attention_mask"].sum())
+    else:
+        raise ValueError(mode)
+    seconds = time.perf_counter() - start
+    return {"texts": len(texts), "tokens": tokens, "seconds": seconds, "texts_per_s": len(texts) / seconds,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def section_encode(args) -> dict:
+    """Length-sorted dynamic padding vs naive fixed-length batches; prints the ratios."""
+    limit = args.encode_texts or None
+    res = {
+        "naive_fp32": run_worker("encode_texts", mode="naive", autocast="off", limit=limit),
+        "sorted_fp32": run_worker("encode_texts", mode="sorted", autocast="off", limit=limit),
+        "sorted_default": run_worker("encode_texts", mode="sorted", autocast="auto", limit=limit),
+    }
+    anchor = res["naive_fp32"].get("texts_per_s", float("nan"))
+    print(f"\n{'MiniLM on CLINC150 train':44s} {'texts/s':>10s} {'seconds':>9s} {'vs naive':>9s}  target")
+    for key, label, target in (("naive_fp32", "naive: fixed length 128, input order, fp32", "(anchor)"),
+                               ("sorted_fp32", "ours: length-sorted, dynamic padding, fp32", ">= 1.5x"),
+                               ("sorted_default", "ours: + bf16 autocast where native (default)", "")):
+        r = res[key]
+        print(f"{label:44s} {r.get('texts_per_s', float('nan')):10,.0f} {r.get('seconds', float('nan')):9.1f} "
+              f"{r.get('texts_per_s', float('nan')) / anchor:8.2f}x  {target}")
+    return res
+
+
+SECTIONS = {"layer": section_layer, "encode": section_encode}
 
 
 def main(argv=None):
@@ -273,6 +342,7 @@ def main(argv=None):
     parser.add_argument("--vq-full", action="store_true", help="time vector-quantize-pytorch on all batches")
     parser.add_argument("--anchor-paper-size", action="store_true", help="also try the anchor at C=256, B=256")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0)
+    parser.add_argument("--encode-texts", type=int, default=0, help="encode only the first N texts (0: all)")
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)

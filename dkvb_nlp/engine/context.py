@@ -1,0 +1,94 @@
+"""What a strategy sees of a run: the stream, each task split's texts, labels and cached features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from ..data import LABEL_ID, TaskStream
+from ..data.schema import TEXT, TEXT_PAIR, column_array
+from .feature_cache import CachedFeatures, FeatureCache
+
+
+@dataclass
+class SplitData:
+    """One split of one task: texts (and pairs), label ids in the task's head, features on demand."""
+
+    task_id: int
+    split: str
+    head: int
+    texts: list[str]
+    pairs: list[str] | None
+    labels: np.ndarray  # int64 label ids in `stream.heads[head]`
+    _features: Callable[[], CachedFeatures] | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def features(self) -> CachedFeatures:
+        """Token states and pooled vectors from the feature cache (encoded on first use)."""
+        if self._features is None:
+            raise RuntimeError("this run has no feature cache")
+        return self._features()
+
+
+class RunContext:
+    """Shared by the strategies of one (scenario, dataset, seed) run.
+
+    Args:
+        stream: the tasks.
+        cache: the feature cache of the frozen encoder (None when no method needs it).
+        seed: the run's seed.
+        encoder_name: the encoder every method starts from.
+        process: an `accelerate.PartialState` (one process when not launched).
+    """
+
+    def __init__(self, stream: TaskStream, cache: FeatureCache | None, seed: int, encoder_name: str,
+                 process=None, progress: bool = True, max_length: int = 128):
+        from accelerate import PartialState
+
+        self.stream, self.cache, self.seed, self.encoder_name = stream, cache, seed, encoder_name
+        self.process = process if process is not None else PartialState()
+        self.progress = progress
+        self.max_length = max_length
+        self._splits: dict[tuple[int, str], SplitData] = {}
+        self._features: dict[tuple[int, str], CachedFeatures] = {}
+
+    @property
+    def num_tasks(self) -> int:
+        return self.stream.num_tasks
+
+    def split(self, task_id: int, name: str) -> SplitData:
+        """The `name` split ('train', 'validation', 'test') of task `task_id`."""
+        key = (task_id, name)
+        if key not in self._splits:
+            task = self.stream[task_id]
+            ds = task.splits()[name]
+            texts = list(column_array(ds, TEXT))
+            pairs = list(column_array(ds, TEXT_PAIR)) if TEXT_PAIR in ds.column_names else None
+            labels = np.asarray(column_array(ds, LABEL_ID), dtype=np.int64)
+            self._splits[key] = SplitData(task_id, name, task.head, texts, pairs, labels,
+                                          (lambda k=key: self._cached(k)) if self.cache is not None else None)
+        return self._splits[key]
+
+    def _cached(self, key: tuple[int, str]) -> CachedFeatures:
+        if key not in self._features:
+            data = self._splits[key]
+            self._features[key] = self.cache.get(data.texts, data.pairs)
+        return self._features[key]
+
+    def seen_classes(self, after_task: int, head: int) -> list[int]:
+        """Label ids of `head` introduced by tasks 0..after_task (what a model may predict then)."""
+        return list(self.stream.seen_label_ids(after_task, head))
+
+    def task_seed(self, task_id: int, salt: int = 0) -> int:
+        """A seed for task `task_id` of this run: resuming at any task replays the same randomness."""
+        return (self.seed * 1_000_003 + task_id * 7919 + salt) % (2**31)
+
+    def describe(self) -> dict[str, Any]:
+        """What the results record about the run's data."""
+        return {"scenario": self.stream.scenario, "tasks": [t.name for t in self.stream],
+                "classes_per_head": list(self.stream.classes_per_head),
+                "task_id_at_test": self.stream.task_id_at_test}

@@ -1,0 +1,205 @@
+"""Encode each split once with the frozen encoder and keep the token states on disk.
+
+A cache entry holds, for N texts: the token states without padding as one memory-mapped
+(total tokens, D) float16 array, the row offsets of each text, and the mean-pooled states
+(N, D) float32 that frozen-feature baselines read. Entries are keyed by the encoder's weights,
+the texts, the max length and the precision, written under a temporary name and renamed, and
+checked against a sha256 on load: a corrupt entry is rebuilt, never trusted.
+
+Under `accelerate launch` with several processes each process encodes a share of the texts
+straight into the shared memory-mapped file (rows do not overlap), so nothing is gathered in
+memory; a single process needs no launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..encoders import check_texts, iter_encoded
+from ..encoders.encode import tokenize
+from ..encoders.load import autocast_dtype
+from ..io import atomic_write_json
+from .fingerprint import encoder_fingerprint, file_sha256, hash_json, hash_texts
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+FILES = ("states.npy", "offsets.npy", "pooled.npy")
+
+
+def default_cache_dir() -> Path:
+    """`$DKVB_CACHE_DIR`, else ~/.cache/dkvb_nlp."""
+    return Path(os.environ.get("DKVB_CACHE_DIR", Path.home() / ".cache" / "dkvb_nlp"))
+
+
+@dataclass
+class CachedFeatures:
+    """Token states of N texts (memory-mapped) and their mean-pooled vectors."""
+
+    states: np.ndarray  # (total tokens, D) float16, memory-mapped
+    offsets: np.ndarray  # (N + 1,) int64
+    pooled: np.ndarray  # (N, D) float32
+    key: str
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per text."""
+        return np.diff(self.offsets)
+
+    def rows(self, positions: Sequence[int] | None = None) -> torch.Tensor:
+        """Token rows (n tokens, D) float32 of the given texts (all by default), concatenated."""
+        if positions is None:
+            return torch.from_numpy(np.asarray(self.states, dtype=np.float32))
+        parts = [self.states[self.offsets[i] : self.offsets[i + 1]] for i in positions]
+        return torch.from_numpy(np.concatenate(parts).astype(np.float32))
+
+    def padded(self, positions: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """States (b, T, D) float32 and mask (b, T) of the given texts, padded to their longest."""
+        lengths = self.lengths[list(positions)]
+        t = int(lengths.max()) if len(lengths) else 0
+        out = torch.zeros(len(positions), t, self.states.shape[1])
+        mask = torch.zeros(len(positions), t, dtype=torch.bool)
+        for j, i in enumerate(positions):
+            n = int(lengths[j])
+            out[j, :n] = torch.from_numpy(np.asarray(self.states[self.offsets[i] : self.offsets[i] + n], dtype=np.float32))
+            mask[j, :n] = True
+        return out, mask
+
+
+class FeatureCache:
+    """Encodes texts once per (encoder weights, texts, max length, precision); reuses them after.
+
+    Args:
+        encoder, tokenizer: the frozen encoder and its tokenizer.
+        cache_dir: where entries live (default `default_cache_dir()`).
+        max_length: tokens per text.
+        autocast: encoder precision setting ('auto', 'bf16', 'off'); part of the key.
+        batch_size: texts per encoder batch.
+        progress: show progress bars.
+    """
+
+    def __init__(self, encoder: nn.Module, tokenizer, cache_dir: str | os.PathLike | None = None, *,
+                 max_length: int = 128, autocast: str = "auto", batch_size: int = 64, progress: bool = True):
+        self.encoder, self.tokenizer = encoder, tokenizer
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.max_length, self.autocast, self.batch_size, self.progress = max_length, autocast, batch_size, progress
+        dtype = autocast_dtype(autocast, next(encoder.parameters()).device)
+        self.precision = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+        self.encoder_key = encoder_fingerprint(encoder)
+        self.hits = self.misses = 0
+
+    def key(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> str:
+        """The cache key of these texts under this encoder and settings."""
+        return hash_json({"v": CACHE_VERSION, "encoder": self.encoder_key, "texts": hash_texts(texts, pairs),
+                          "max_length": self.max_length, "precision": self.precision})[:32]
+
+    def get(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> CachedFeatures:
+        """The cached features of `texts` (encoding them first if needed)."""
+        from accelerate import PartialState
+
+        texts = check_texts(texts)
+        if pairs is not None:
+            pairs = check_texts(pairs, "text_pairs")
+        key = self.key(texts, pairs)
+        final = self.cache_dir / key
+        state = PartialState()
+        entry = self._load(final) if state.is_main_process else None
+        state.wait_for_everyone()
+        if entry is None and not state.is_main_process:
+            entry = self._load(final, verify=False) if (final / "meta.json").is_file() else None
+        if entry is not None:
+            self.hits += 1
+            return entry
+        self.misses += 1
+        self._build(texts, pairs, final, state)
+        state.wait_for_everyone()
+        entry = self._load(final, verify=False)
+        if entry is None:
+            raise RuntimeError(f"feature cache entry {final} was not written")
+        return entry
+
+    # ------------------------------------------------------------------ internals
+    def _load(self, folder: Path, verify: bool = True) -> CachedFeatures | None:
+        meta_path = folder / "meta.json"
+        if not meta_path.is_file():
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            if verify:
+                for name in FILES:
+                    if file_sha256(folder / name) != meta["sha256"][name]:
+                        raise ValueError(f"{name} does not match its checksum")
+            states = np.load(folder / "states.npy", mmap_mode="r")
+            offsets = np.load(folder / "offsets.npy")
+            pooled = np.load(folder / "pooled.npy", mmap_mode="r")
+            if offsets[-1] != states.shape[0] or len(offsets) - 1 != pooled.shape[0]:
+                raise ValueError("array shapes disagree")
+        except Exception as err:  # any damage: rebuild rather than trust it
+            logger.warning("feature cache entry %s is damaged (%s); rebuilding it", folder, err)
+            shutil.rmtree(folder, ignore_errors=True)
+            return None
+        return CachedFeatures(states, offsets, pooled, folder.name)
+
+    def _build(self, texts: list[str], pairs: list[str] | None, final: Path, state) -> None:
+        building = final.with_name(final.name + ".building")
+        enc = tokenize(self.tokenizer, texts, pairs, self.max_length)
+        lengths = np.array([len(ids) for ids in enc["input_ids"]], dtype=np.int64)
+        offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        dim = _hidden(self.encoder)
+        if state.is_main_process:
+            shutil.rmtree(building, ignore_errors=True)  # left over by a killed run
+            building.mkdir(parents=True)
+            np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), dim))
+            np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32, shape=(len(texts), dim))
+            np.save(building / "offsets.npy", offsets)
+        state.wait_for_everyone()
+        # Texts sorted by length and dealt out in turn: every process gets the same mix of lengths.
+        order = np.argsort(-lengths, kind="stable")
+        mine = order[state.process_index :: state.num_processes].tolist()
+        states = np.load(building / "states.npy", mmap_mode="r+")
+        pooled = np.load(building / "pooled.npy", mmap_mode="r+")
+        if mine:
+            sub_texts = [texts[i] for i in mine]
+            sub_pairs = [pairs[i] for i in mine] if pairs is not None else None
+            batches = iter_encoded(self.encoder, self.tokenizer, sub_texts, sub_pairs, max_length=self.max_length,
+                                   batch_size=self.batch_size, autocast=self.autocast,
+                                   progress=self.progress and state.is_main_process and len(texts) > 2000)
+            for batch in batches:
+                for j, p in enumerate(batch.positions.tolist()):
+                    i = mine[p]
+                    rows = batch.states[j][batch.mask[j]]
+                    if rows.shape[0] != lengths[i]:
+                        raise RuntimeError(f"text {i}: {rows.shape[0]} token states, expected {lengths[i]}")
+                    states[offsets[i] : offsets[i + 1]] = rows.numpy().astype(np.float16)
+                    pooled[i] = rows.mean(0).numpy()
+        states.flush()
+        pooled.flush()
+        del states, pooled
+        state.wait_for_everyone()
+        if state.is_main_process:
+            meta = {"version": CACHE_VERSION, "texts": len(texts), "tokens": int(offsets[-1]), "dim": dim,
+                    "max_length": self.max_length, "precision": self.precision, "encoder": self.encoder_key,
+                    "sha256": {name: file_sha256(building / name) for name in FILES}}
+            atomic_write_json(building / "meta.json", meta)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(building, final)
+
+
+def _hidden(encoder: nn.Module) -> int:
+    from ..encoders import hidden_size
+
+    return hidden_size(encoder)

@@ -1,0 +1,92 @@
+"""The continual loop: for each task, learn it, then evaluate every task's test set."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..report import make_run
+from .checkpoint import Checkpoint
+from .context import RunContext
+from .metrics import accuracy, macro_f1
+
+logger = logging.getLogger(__name__)
+
+
+def predict(ctx: RunContext, strategy, task_id: int, after_task: int, split: str = "test") -> np.ndarray:
+    """Predicted label ids of a split, restricted to the classes the model has been shown.
+
+    With one shared head, the classes of tasks 0..after_task; with one head per task and task
+    ids at test, the example's own head (all of its classes).
+    """
+    data = ctx.split(task_id, split)
+    logits = strategy.logits(data).float()
+    if logits.shape != (len(data), ctx.stream.classes_per_head[data.head]):
+        raise RuntimeError(f"{strategy.name}: logits of shape {tuple(logits.shape)} for {len(data)} examples "
+                           f"and {ctx.stream.classes_per_head[data.head]} classes")
+    seen = ctx.seen_classes(after_task, data.head)
+    if seen and not ctx.stream.task_id_at_test:
+        allowed = torch.full((logits.shape[1],), float("-inf"))
+        allowed[seen] = 0.0
+        logits = logits + allowed
+    return logits.argmax(1).numpy()
+
+
+def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: str | Path | None = None,
+                  resume: bool = False, log=print) -> dict:
+    """Train `strategy` task after task; returns one results.json run (see `report.make_run`)."""
+    stream, n = ctx.stream, ctx.num_tasks
+    ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+    acc_rows: list[list[float]] = []
+    f1_rows: list[list[float]] = []
+    train_seconds = eval_seconds = 0.0
+    restored = ckpt.load() if (ckpt is not None and resume) else None
+    start = time.perf_counter()
+    if restored is not None:
+        tensors, progress = restored
+        strategy.setup(tensors, progress["strategy"])
+        acc_rows, f1_rows = progress["accuracy_rows"], progress["macro_f1_rows"]
+        train_seconds, eval_seconds = progress["train_seconds"], progress["eval_seconds"]
+        log(f"[{strategy.name} seed {ctx.seed}] resumed after task {len(acc_rows)}/{n}")
+    else:
+        strategy.setup()
+    train_seconds += time.perf_counter() - start
+    setup_seconds = time.perf_counter() - start
+    for t in range(len(acc_rows), n):
+        t0 = time.perf_counter()
+        strategy.learn(t)
+        t1 = time.perf_counter()
+        row_acc, row_f1 = [], []
+        for j in range(n):
+            pred = predict(ctx, strategy, j, after_task=t)
+            labels = ctx.split(j, "test").labels
+            row_acc.append(accuracy(pred, labels))
+            row_f1.append(macro_f1(pred, labels))
+        t2 = time.perf_counter()
+        train_seconds += t1 - t0
+        eval_seconds += t2 - t1
+        acc_rows.append(row_acc)
+        f1_rows.append(row_f1)
+        seen = np.mean(row_acc[: t + 1])
+        log(f"[{strategy.name} seed {ctx.seed}] task {t + 1}/{n} {stream[t].name}: accuracy on seen tasks "
+            f"{100 * seen:.1f}%, learn {t1 - t0:.1f}s, eval {t2 - t1:.1f}s")
+        if ckpt is not None and ctx.process.is_main_process:
+            tensors, meta = strategy.state()
+            ckpt.save(tensors, {"completed_tasks": t + 1, "accuracy_rows": acc_rows, "macro_f1_rows": f1_rows,
+                                "train_seconds": train_seconds, "eval_seconds": eval_seconds, "strategy": meta})
+        ctx.process.wait_for_everyone()
+    _, meta = strategy.state()
+    return make_run(strategy.name, ctx.seed, stream.scenario, dataset, acc_rows, macro_f1_matrix=f1_rows,
+                    train_seconds=train_seconds, trainable_parameters=strategy.trainable_parameters(),
+                    eval_seconds=eval_seconds, task_names=[t.name for t in stream],
+                    options=_jsonable_options(strategy), **{k: v for k, v in meta.items() if k.startswith("key_init")})
+
+
+def _jsonable_options(strategy) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(strategy.opts) if dataclasses.is_dataclass(strategy.opts) else {}
