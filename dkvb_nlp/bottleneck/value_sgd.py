@@ -105,16 +105,22 @@ class ValueSGD:
         valid = idx[..., 0] >= 0  # padding is per token: all C codebooks at once
         if t == 1 or bool(valid.all()):
             src = grad_pooled * (-self.lr / (t * c))
-            src = src.unsqueeze(1).expand(b, t, dv)
+            src = src.unsqueeze(1).expand(b, t, dv).reshape(b * t, dv)
+            target = idx.reshape(b * t, c)
         else:
-            per_bag = (valid.sum(1, keepdim=True) * c).clamp_min(1)
-            weight = valid.to(grad_pooled.dtype) * (-self.lr) / per_bag  # (B, T)
-            src = weight.unsqueeze(-1) * grad_pooled.unsqueeze(1)
-        src = src.reshape(1, b * t, dv)
-        target = idx.clamp_min(0).reshape(b * t, c).T.unsqueeze(-1)  # (C, BT, 1)
+            # Only the valid tokens: padded batches are often mostly padding, and scattering
+            # zeros into row 0 would cost as much as the real update.
+            counts = valid.sum(1)
+            bag, tok = valid.nonzero(as_tuple=True)
+            weight = (-self.lr) / (counts[bag] * c).clamp_min(1).to(grad_pooled.dtype)  # (M,)
+            src = grad_pooled[bag] * weight.unsqueeze(1)  # (M, dv)
+            target = idx[bag, tok]  # (M, C)
+        m = target.shape[0]
+        src = src.reshape(1, m, dv)
+        target = target.T.unsqueeze(-1)  # (C, M, 1)
         table = model.value_table.data.view(c, model.num_keys, dv)
         if dv % 2 == 0 and table.dtype == torch.float32:
             # Pairs of float32 viewed as complex64: the same elementwise adds, half the scatter
             # elements (measured 1.5x faster on CPU). Results are bit-identical.
             table, src, dv = table.view(torch.complex64), src.contiguous().view(torch.complex64), dv // 2
-        table.scatter_add_(1, target.expand(c, b * t, dv), src.expand(c, b * t, dv))
+        table.scatter_add_(1, target.expand(c, m, dv), src.expand(c, m, dv))

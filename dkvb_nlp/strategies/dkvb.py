@@ -159,7 +159,7 @@ class DKVBStrategy(Strategy):
             if grow > 0:
                 head.add_classes(grow)
         idx = self.indices(data)
-        labels = torch.from_numpy(data.labels)
+        labels = torch.tensor(data.labels, dtype=torch.long)
         if int(labels.max()) >= head.num_classes:
             raise RuntimeError(f"task {task_id} has label {int(labels.max())} beyond the {head.num_classes} classes")
         dec_params = [p for p in head.decoder.parameters() if p.requires_grad]

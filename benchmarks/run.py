@@ -1,0 +1,186 @@
+"""The main job: run continual-learning methods over a scenario and write results and reports.
+
+    accelerate launch benchmarks/run.py --scenario class_il            # CLINC150 15 x 10, DKVB + fine-tuning
+    python benchmarks/run.py --scenario class_il --methods dkvb --seeds 0,1,2
+    python benchmarks/run.py --config configs/class_il.yaml --set dkvb.epochs=5 --output-dir runs/clinc
+
+Two CPU processes: `accelerate launch --multi_gpu --num_processes 2 benchmarks/run.py ...`
+(accelerate 1.15 starts a single process for `--cpu --num_processes 2`).
+
+Writes to --output-dir: results.json, accuracy_matrix_<method>.csv, PNG plots, summary.txt/.md,
+and checkpoints/<method>/seed<k>/ after every task (`--resume` continues from them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="YAML preset (configs/*.yaml); flags below override it")
+    p.add_argument("--scenario", help="class_il | domain_il | task_type_il")
+    p.add_argument("--dataset", help="dataset name or folder (task_type_il: comma-separated list)")
+    p.add_argument("--methods", help="comma-separated, e.g. dkvb,finetune")
+    p.add_argument("--encoder", help="hub id, local folder, or a packaged offline copy")
+    p.add_argument("--seeds", help="comma-separated, e.g. 0,1,2 (seed 0 keeps the canonical task order)")
+    p.add_argument("--output-dir")
+    p.add_argument("--cache-dir", help="feature cache (default $DKVB_CACHE_DIR or ~/.cache/dkvb_nlp)")
+    p.add_argument("--max-train-per-class", type=int, help="cap training examples per class (quick runs)")
+    p.add_argument("--max-length", type=int, help="tokens per text")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
+    p.add_argument("--overwrite", action="store_true", help="start over even if --output-dir holds a run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any option, e.g. dkvb.lr=0.5 or scenario_options.classes_per_task=5 (YAML values)")
+    return p.parse_args(argv)
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """Flags -> config overrides (only the flags that were given)."""
+    import yaml
+
+    out: dict = {}
+    for flag, key in (("scenario", "scenario"), ("dataset", "dataset"), ("encoder", "encoder"),
+                      ("output_dir", "output_dir"), ("cache_dir", "cache_dir"),
+                      ("max_train_per_class", "max_train_per_class"), ("max_length", "max_length")):
+        if getattr(args, flag) is not None:
+            out[key] = getattr(args, flag)
+    if args.methods is not None:
+        out["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds is not None:
+        try:
+            out["seeds"] = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
+    if args.resume:
+        out["resume"] = True
+    if args.no_progress:
+        out["progress"] = False
+    scenario_opts: dict = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. dkvb.lr=0.5")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        if key.startswith("scenario_options."):
+            scenario_opts[key.split(".", 1)[1]] = value
+        else:
+            out[key] = value
+    if scenario_opts:
+        out["scenario_options"] = scenario_opts
+    return out
+
+
+def build_stream(cfg, seed: int):
+    """The scenario's task stream for one seed (the seed also orders the tasks)."""
+    from dkvb_nlp.data import build_scenario
+
+    options = {"seed": seed, **cfg.scenario_options}
+    if cfg.max_train_per_class is not None:
+        options["max_train_per_class"] = cfg.max_train_per_class
+    if cfg.dataset is not None:
+        if cfg.scenario == "task_type_il":
+            options["datasets"] = [d.strip() for d in str(cfg.dataset).split(",")]
+        else:
+            options["dataset"] = cfg.dataset
+    return build_scenario(cfg.scenario, **options)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        from dkvb_nlp.engine.config import load_config
+
+        overrides = overrides_from(args)
+        if "scenario_options" in overrides and args.config:
+            import yaml
+
+            base = yaml.safe_load(Path(args.config).read_text()) or {}
+            overrides["scenario_options"] = {**(base.get("scenario_options") or {}), **overrides["scenario_options"]}
+        cfg = load_config(args.config, overrides)
+        return run(cfg, overwrite=args.overwrite)
+    except (ValueError, FileNotFoundError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def run(cfg, overwrite: bool = False) -> int:
+    from accelerate import PartialState
+
+    from dkvb_nlp.encoders import load_encoder, load_tokenizer
+    from dkvb_nlp.engine.context import RunContext
+    from dkvb_nlp.engine.feature_cache import FeatureCache
+    from dkvb_nlp.engine.loop import run_continual
+    from dkvb_nlp.io import atomic_write_json
+    from dkvb_nlp.report import make_results, versions, write_report
+    from dkvb_nlp.strategies import STRATEGIES
+
+    process = PartialState()
+    out = Path(cfg.output_dir)
+    done_dir, ckpt_root = out / "runs", out / "checkpoints"
+    if process.is_main_process and not cfg.resume and (done_dir.exists() or ckpt_root.exists()):
+        if not overwrite:
+            raise ValueError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start over, "
+                             "or choose another --output-dir")
+        import shutil
+
+        shutil.rmtree(done_dir, ignore_errors=True)
+        shutil.rmtree(ckpt_root, ignore_errors=True)
+    process.wait_for_everyone()
+    say = process.print
+    started = time.perf_counter()
+    encoder, tokenizer = load_encoder(cfg.encoder), load_tokenizer(cfg.encoder)
+    cache = FeatureCache(encoder, tokenizer, cfg.cache_dir, max_length=cfg.max_length, autocast=cfg.autocast,
+                         batch_size=cfg.encode_batch_size, progress=cfg.progress)
+    runs, timings, streams = [], {}, {}
+    for seed in cfg.seeds:
+        stream = build_stream(cfg, seed)
+        streams[seed] = stream
+        dataset = str(stream.options.get("dataset") or ",".join(stream.options.get("datasets", [])))
+        say(stream.summary() if seed == cfg.seeds[0] else f"seed {seed}: task order {[t.name for t in stream]}")
+        ctx = RunContext(stream, cache, seed, cfg.encoder, process=process, progress=cfg.progress,
+                         max_length=cfg.max_length)
+        t0 = time.perf_counter()
+        if any(STRATEGIES.get(m).uses_features for m in cfg.methods):
+            for t in range(stream.num_tasks):  # encode once; every method and seed reuses it
+                ctx.split(t, "train").features()
+                ctx.split(t, "test").features()
+        timings[f"encode_seconds_seed{seed}"] = time.perf_counter() - t0
+        for method in cfg.methods:
+            done = done_dir / f"{method}_seed{seed}.json"
+            if cfg.resume and done.is_file():
+                runs.append(json.loads(done.read_text()))
+                say(f"[{method} seed {seed}] already finished; reusing {done}")
+                continue
+            strategy = STRATEGIES.get(method)(ctx, cfg.method_options.get(method))
+            run_record = run_continual(ctx, strategy, dataset=dataset, checkpoint_dir=ckpt_root / method / f"seed{seed}",
+                                       resume=cfg.resume, log=say)
+            if process.is_main_process:
+                done_dir.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(done, run_record)
+            runs.append(run_record)
+            process.wait_for_everyone()
+    timings["total_seconds"] = time.perf_counter() - started
+    first = streams[cfg.seeds[0]]
+    config = {**cfg.to_dict(), "task_names": [t.name for t in first], "stream": first.options,
+              "timings": timings, "feature_cache": {"dir": str(cache.cache_dir), "hits": cache.hits,
+                                                    "misses": cache.misses, "precision": cache.precision},
+              "processes": process.num_processes}
+    results = make_results(runs, config=config, versions_=versions())
+    if process.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_report(results, out, echo=True)
+        say(f"wrote {out}/results.json and the reports in {timings['total_seconds']:.0f}s")
+    process.wait_for_everyone()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

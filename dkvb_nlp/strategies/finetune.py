@@ -1,0 +1,172 @@
+"""Sequential fine-tuning: the whole encoder plus a linear head per stream head, task after task.
+
+The NLP paper's main comparison. No replay and no regularisation, so it forgets; the loss
+covers the classes seen so far (the same masking DKVB gets). Under `accelerate launch` with
+several processes, each global batch is split across them (DDP), so the updates equal one
+process's up to floating-point reassociation; evaluation is sharded and gathered.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoders.load import autocast_dtype
+from ..engine.context import SplitData
+from .base import STRATEGIES, Strategy
+
+
+@dataclasses.dataclass
+class FinetuneOptions:
+    """Hyperparameters of sequential fine-tuning (AdamW, linear warm-up-free schedule)."""
+
+    lr: float = 5e-5  # encoder learning rate (AdamW)
+    head_lr: float = 1e-3  # classifier head learning rate
+    epochs: int = 1  # per task
+    batch_size: int = 32
+    weight_decay: float = 0.01
+    pooling: str = "mean"  # mean of token states, or 'cls'
+    eval_batch_size: int = 128
+    max_grad_norm: float = 1.0
+
+    def check(self) -> None:
+        if self.pooling not in ("mean", "cls"):
+            raise ValueError(f"finetune.pooling={self.pooling!r}; accepted: mean, cls")
+        if not (self.lr > 0 and self.head_lr > 0):
+            raise ValueError("finetune.lr and finetune.head_lr must be > 0")
+
+
+class TextClassifier(nn.Module):
+    """An encoder with one linear head per stream head, over pooled token states."""
+
+    def __init__(self, encoder: nn.Module, classes_per_head, pooling: str):
+        super().__init__()
+        self.encoder = encoder
+        dim = encoder.config.hidden_size
+        self.heads = nn.ModuleList(nn.Linear(dim, n) for n in classes_per_head)
+        self.pooling = pooling
+
+    def forward(self, head: int, **inputs) -> torch.Tensor:
+        states = self.encoder(**inputs).last_hidden_state
+        if self.pooling == "cls":
+            pooled = states[:, 0]
+        else:
+            mask = inputs["attention_mask"].unsqueeze(-1).to(states.dtype)
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1)
+        return self.heads[head](pooled.float())
+
+
+@STRATEGIES.register("finetune")
+class FinetuneStrategy(Strategy):
+    """Fine-tune every encoder weight and a linear head on each task in turn."""
+
+    name = "finetune"
+    Options = FinetuneOptions
+    uses_features = False
+
+    def setup(self, state=None, meta=None) -> None:
+        from accelerate import Accelerator
+
+        ctx = self.ctx
+        encoder = copy.deepcopy(ctx.cache.encoder) if ctx.cache is not None else ctx.encoder()
+        for p in encoder.parameters():
+            p.requires_grad_(True)
+        self.tokenizer = ctx.cache.tokenizer if ctx.cache is not None else ctx.tokenizer()
+        torch.manual_seed(ctx.task_seed(0, salt=1))  # the heads' initialisation
+        self.model = TextClassifier(encoder, ctx.stream.classes_per_head, self.opts.pooling)
+        self.dtype = autocast_dtype(ctx.cache.autocast if ctx.cache is not None else "auto")
+        self.accelerator = Accelerator(split_batches=True, cpu=not torch.cuda.is_available())
+        if state is not None:
+            self.model.load_state_dict(state)
+        self._prepared = self.accelerator.prepare_model(self.model)
+
+    def _batches(self, data: SplitData, order: list[int], batch_size: int):
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            texts = [data.texts[i] for i in rows]
+            pairs = [data.pairs[i] for i in rows] if data.pairs is not None else None
+            args = (texts,) if pairs is None else (texts, pairs)
+            enc = self.tokenizer(*args, truncation=True, max_length=self.ctx.max_length, padding=True,
+                                 return_tensors="pt")
+            yield rows, {k: v.to(self.accelerator.device) for k, v in enc.items()}
+
+    def _cast(self):
+        import contextlib
+
+        return torch.autocast(self.accelerator.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
+
+    def learn(self, task_id: int) -> None:
+        o, ctx, acc = self.opts, self.ctx, self.accelerator
+        data = ctx.split(task_id, "train")
+        seen = ctx.seen_classes(task_id, data.head)
+        allowed = torch.full((ctx.stream.classes_per_head[data.head],), float("-inf"))
+        allowed[seen] = 0.0
+        torch.manual_seed(ctx.task_seed(task_id, salt=2))
+        params = [{"params": [p for p in self.model.encoder.parameters()], "lr": o.lr, "weight_decay": o.weight_decay},
+                  {"params": list(self.model.heads.parameters()), "lr": o.head_lr, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(params)  # fresh per task: no state carried across tasks
+        labels_all = torch.tensor(data.labels, dtype=torch.long)
+        gen = torch.Generator().manual_seed(ctx.task_seed(task_id, salt=3))
+        world, rank = acc.num_processes, acc.process_index
+        self._prepared.train()
+        bar = self._bar(o.epochs * ((len(data) + o.batch_size - 1) // o.batch_size), f"finetune task {task_id + 1}")
+        for _ in range(o.epochs):
+            order = torch.randperm(len(data), generator=gen).tolist()
+            for rows, enc in self._batches(data, order, o.batch_size):
+                # split_batches semantics: each process takes its slice of the global batch
+                share = slice(rank * len(rows) // world, (rank + 1) * len(rows) // world)
+                enc = {k: v[share] for k, v in enc.items()}
+                y = labels_all[rows][share].to(acc.device)
+                with self._cast():
+                    logits = self._prepared(data.head, **enc)
+                loss = F.cross_entropy(logits.float() + allowed.to(logits.device), y, reduction="sum") / len(rows)
+                acc.backward(loss * world)  # DDP averages over processes; undo it to average over the batch
+                acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
+
+    def _bar(self, total: int, desc: str):
+        if not (self.ctx.progress and self.accelerator.is_main_process):
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, desc=desc, leave=False)
+
+    @torch.no_grad()
+    def logits(self, data: SplitData) -> torch.Tensor:
+        acc = self.accelerator
+        self._prepared.eval()
+        world, rank = acc.num_processes, acc.process_index
+        mine = list(range(rank, len(data), world))  # every world-th example, gathered back below
+        out = []
+        with torch.inference_mode(), self._cast():
+            for _, enc in self._batches(data, mine, self.opts.eval_batch_size):
+                out.append(self.model(data.head, **enc).float().cpu())
+        width = self.ctx.stream.classes_per_head[data.head]
+        local = torch.cat(out) if out else torch.zeros(0, width)
+        if world == 1:
+            return local
+        from accelerate.utils import gather_object
+
+        parts = gather_object([(rank, local)])
+        result = torch.zeros(len(data), width)
+        for r, part in parts:
+            result[r::world] = part
+        return result
+
+    def state(self):
+        return {k: v for k, v in self.model.state_dict().items()}, {}
+
+    def load_state(self, state, meta) -> None:
+        self.model.load_state_dict(state)
+
+    def trainable_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
