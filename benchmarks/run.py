@@ -112,17 +112,16 @@ def main(argv=None) -> int:
 
 
 def run(cfg, overwrite: bool = False) -> int:
-    from accelerate import PartialState
-
     from dkvb_nlp.encoders import load_encoder, load_tokenizer
     from dkvb_nlp.engine.context import RunContext
+    from dkvb_nlp.engine.distributed import process_state
     from dkvb_nlp.engine.feature_cache import FeatureCache
     from dkvb_nlp.engine.loop import run_continual
     from dkvb_nlp.io import atomic_write_json
     from dkvb_nlp.report import make_results, versions, write_report
     from dkvb_nlp.strategies import STRATEGIES
 
-    process = PartialState()
+    process = process_state()
     out = Path(cfg.output_dir)
     done_dir, ckpt_root = out / "runs", out / "checkpoints"
     if process.is_main_process and not cfg.resume and (done_dir.exists() or ckpt_root.exists()):

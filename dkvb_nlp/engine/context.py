@@ -9,6 +9,7 @@ import numpy as np
 
 from ..data import LABEL_ID, TaskStream
 from ..data.schema import TEXT, TEXT_PAIR, column_array
+from .distributed import process_state
 from .feature_cache import CachedFeatures, FeatureCache
 
 
@@ -47,10 +48,8 @@ class RunContext:
 
     def __init__(self, stream: TaskStream, cache: FeatureCache | None, seed: int, encoder_name: str,
                  process=None, progress: bool = True, max_length: int = 128):
-        from accelerate import PartialState
-
         self.stream, self.cache, self.seed, self.encoder_name = stream, cache, seed, encoder_name
-        self.process = process if process is not None else PartialState()
+        self.process = process if process is not None else process_state()
         self.progress = progress
         self.max_length = max_length
         self._splits: dict[tuple[int, str], SplitData] = {}

@@ -29,6 +29,7 @@ from ..encoders import check_texts, iter_encoded
 from ..encoders.encode import tokenize
 from ..encoders.load import autocast_dtype
 from ..io import atomic_write_json
+from .distributed import process_state
 from .fingerprint import encoder_fingerprint, file_sha256, hash_json, hash_texts
 
 logger = logging.getLogger(__name__)
@@ -108,14 +109,12 @@ class FeatureCache:
 
     def get(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> CachedFeatures:
         """The cached features of `texts` (encoding them first if needed)."""
-        from accelerate import PartialState
-
         texts = check_texts(texts)
         if pairs is not None:
             pairs = check_texts(pairs, "text_pairs")
         key = self.key(texts, pairs)
         final = self.cache_dir / key
-        state = PartialState()
+        state = process_state()
         entry = self._load(final) if state.is_main_process else None
         state.wait_for_everyone()
         if entry is None and not state.is_main_process:
