@@ -2,6 +2,7 @@
 
     python benchmarks/speed.py --section layer [--json benchmarks/out/speed_layer.json]
     python benchmarks/speed.py --section encode [--json benchmarks/out/speed_encode.json]
+    python benchmarks/speed.py --section e2e [--json benchmarks/out/speed_e2e.json]
 
 Sections (more are added as the project grows):
 - layer: the bottleneck core.
@@ -20,6 +21,11 @@ Sections (more are added as the project grows):
   packaged copy): our length-sorted, dynamically padded batches against naive fixed-length
   (max_length=128) padded batches in the input order, both in fp32; and our default (bf16
   autocast where the CPU runs it natively) against the same anchor.
+
+- e2e: the whole DKVB class_il run on CLINC150 (15 tasks x 10 intents, --e2e-epochs per task)
+  from an empty feature cache, against its floor (one encoder pass over train, validation and
+  test), and the same training done the reference code's way (the encoder in every training
+  and evaluation step, key-init epochs through the encoder).
 
 Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
 """
@@ -329,7 +335,142 @@ def section_encode(args) -> dict:
     return res
 
 
-SECTIONS = {"layer": section_layer, "encode": section_encode}
+def _clinc_stream():
+    from dkvb_nlp.data import build_scenario
+
+    return build_scenario("class_il", dataset="clinc150")
+
+
+@worker
+def e2e_floor() -> dict:
+    """One encoder pass over every split of CLINC150 (train, validation, test): the floor."""
+    from dkvb_nlp.data import load_text_dataset
+    from dkvb_nlp.encoders import DEFAULT_ENCODER, iter_encoded, load_encoder, load_tokenizer
+
+    data = load_text_dataset("clinc150")
+    encoder, tok = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
+    start = time.perf_counter()
+    texts = 0
+    for split in ("train", "validation", "test"):
+        for batch in iter_encoded(encoder, tok, data[split]["text"], max_length=128, progress=False):
+            texts += batch.states.shape[0]
+    return {"texts": texts, "seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def e2e_ours(epochs: int, options: dict | None = None) -> dict:
+    """The whole DKVB class_il run on CLINC150 from an empty feature cache."""
+    import tempfile
+
+    from dkvb_nlp.encoders import DEFAULT_ENCODER, load_encoder, load_tokenizer
+    from dkvb_nlp.engine.context import RunContext
+    from dkvb_nlp.engine.feature_cache import FeatureCache
+    from dkvb_nlp.engine.loop import run_continual
+    from dkvb_nlp.strategies.dkvb import DKVBStrategy
+
+    stream = _clinc_stream()
+    encoder, tok = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        cache = FeatureCache(encoder, tok, tmp, progress=False)
+        ctx = RunContext(stream, cache, 0, DEFAULT_ENCODER, progress=False)
+        for t in range(stream.num_tasks):
+            ctx.split(t, "train").features()
+            ctx.split(t, "test").features()
+        encoded = time.perf_counter()
+        run = run_continual(ctx, DKVBStrategy(ctx, {"epochs": epochs, **(options or {})}), dataset="clinc150",
+                            log=lambda m: None)
+        total = time.perf_counter() - start
+    return {"seconds": total, "encode_seconds": encoded - start, "final_accuracy": run["final_accuracy"],
+            "train_seconds": run["train_seconds"], "eval_seconds": run["eval_seconds"], "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def e2e_reference(epochs: int, options: dict | None = None) -> dict:
+    """The same DKVB training the way the NLP paper's code runs it: the encoder in every step.
+
+    Key-init epochs encode the texts again, every training batch goes through the encoder
+    before the (identical) value update, and every evaluation encodes the test sets again.
+    """
+    import numpy as np
+
+    from dkvb_nlp.bottleneck import ValueSGD
+    from dkvb_nlp.encoders import DEFAULT_ENCODER, iter_encoded, load_encoder, load_tokenizer
+    from dkvb_nlp.engine.metrics import accuracy
+    from dkvb_nlp.modeling.modeling_dkvb import regroup_rows
+    from dkvb_nlp.strategies.dkvb import DKVBOptions
+
+    o = DKVBOptions(epochs=epochs, **(options or {}))
+    stream = _clinc_stream()
+    encoder, tok = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
+    from dkvb_nlp.bottleneck import KeyValueBottleneck
+
+    start = time.perf_counter()
+    first = len(stream[0].label_names)
+    model = KeyValueBottleneck(encoder.config.hidden_size, o.num_codebooks, o.num_keys, num_classes=first, seed=0)
+    train_texts = [text for task in stream for text in task.train["text"]]
+
+    class Rows:  # one encoder pass over the key-init texts per k-means epoch
+        epoch = 0
+
+        def __iter__(self):
+            Rows.epoch += 1
+            batches = iter_encoded(encoder, tok, train_texts, shuffle_seed=Rows.epoch, progress=False)
+            return regroup_rows((b.states[b.mask] for b in batches), o.key_init_batch_rows)
+
+    model.init_keys(Rows(), epochs=o.key_init_epochs, decay=o.ema_decay)
+
+    def encode_indices(texts):
+        out = [None] * len(texts)
+        for b in iter_encoded(encoder, tok, texts, batch_size=len(texts), sort_by_length=False, progress=False):
+            idx = model.quantize(b.states, b.mask)
+            for j, p in enumerate(b.positions.tolist()):
+                out[p] = idx[j]
+        return torch.nn.utils.rnn.pad_sequence(out, batch_first=True, padding_value=-1)
+
+    final = None
+    for t, task in enumerate(stream):
+        seen = max(stream.seen_label_ids(t)) + 1
+        if seen > model.num_classes:
+            model.add_classes(seen - model.num_classes)
+        texts, labels = list(task.train["text"]), torch.tensor(task.train["label_id"])
+        lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=128)["input_ids"]]
+        sgd = ValueSGD(model, lr=o.lr * float(np.mean(lengths)))
+        gen = torch.Generator().manual_seed(t)
+        for _ in range(o.epochs):
+            order = torch.randperm(len(texts), generator=gen).tolist()
+            for i in range(0, len(order), o.batch_size):
+                rows = order[i : i + o.batch_size]
+                sgd.step(encode_indices([texts[r] for r in rows]), labels[rows])
+        accs = []
+        for j, other in enumerate(stream):  # evaluate every task, encoding its test set again
+            test = list(other.test["text"])
+            logits = torch.cat([model(indices=encode_indices(test[i : i + 128])) for i in range(0, len(test), 128)])
+            accs.append(accuracy(logits[:, :seen].argmax(1).numpy(), np.asarray(other.test["label_id"])))
+        final = float(np.mean(accs))
+    return {"seconds": time.perf_counter() - start, "final_accuracy": final, "peak_rss_mb": peak_rss_mb()}
+
+
+def section_e2e(args) -> dict:
+    """The whole class_il run on CLINC150 against its floor and the reference code's way."""
+    res = {"floor": run_worker("e2e_floor"), "ours": run_worker("e2e_ours", epochs=args.e2e_epochs)}
+    if not args.skip_reference:
+        res["reference"] = run_worker("e2e_reference", epochs=args.e2e_epochs)
+    floor, ours = res["floor"].get("seconds", float("nan")), res["ours"]
+    print(f"\n{'CLINC150 class_il, DKVB, ' + str(args.e2e_epochs) + ' epochs/task':52s} {'seconds':>9s} {'ratio':>8s} "
+          f"{'final acc':>9s}  target")
+    print(f"{'floor: one encoder pass over train+validation+test':52s} {floor:9.1f} {1.0:8.2f} {'':>9s}  (anchor)")
+    print(f"{'ours: whole run, empty cache (encode+keys+train+eval)':52s} {ours.get('seconds', float('nan')):9.1f} "
+          f"{ours.get('seconds', float('nan')) / floor:8.2f} {100 * ours.get('final_accuracy', float('nan')):8.2f}%  <= 1.5x floor")
+    if "reference" in res:
+        ref = res["reference"]
+        print(f"{'reference way: encoder in every step':52s} {ref.get('seconds', float('nan')):9.1f} "
+              f"{ref.get('seconds', float('nan')) / ours.get('seconds', float('nan')):7.1f}x "
+              f"{100 * ref.get('final_accuracy', float('nan')):8.2f}%  ~10x ours, accuracy within 0.5")
+    return res
+
+
+SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e}
 
 
 def main(argv=None):
@@ -342,6 +483,8 @@ def main(argv=None):
     parser.add_argument("--vq-full", action="store_true", help="time vector-quantize-pytorch on all batches")
     parser.add_argument("--anchor-paper-size", action="store_true", help="also try the anchor at C=256, B=256")
     parser.add_argument("--memory-limit-gb", type=float, default=20.0)
+    parser.add_argument("--e2e-epochs", type=int, default=10, help="epochs per task in the e2e section")
+    parser.add_argument("--skip-reference", action="store_true", help="e2e: skip the slow reference-style run")
     parser.add_argument("--encode-texts", type=int, default=0, help="encode only the first N texts (0: all)")
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
