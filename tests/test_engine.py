@@ -136,7 +136,7 @@ def test_two_processes_match_one(tiny_encoder_dir, tmp_path):
     (["--methods", "dkvb,magic"], "unknown method 'magic'; accepted:"),
     (["--scenario", "online_il"], "unknown scenario 'online_il'; accepted: class_il, domain_il, task_type_il"),
     (["--set", "dkvb.learning_rate=3"], "method 'dkvb' has no option(s) ['learning_rate']; accepted:"),
-    (["--set", "dkvb.epochs=two"], "dkvb.epochs='two' must be a number"),
+    (["--set", "dkvb.epochs=two"], "dkvb.epochs='two' must be an integer (default 10)"),
     (["--set", "colour=blue"], "unknown option 'colour'"),
     (["--seeds", "0,x"], "--seeds '0,x': give comma-separated integers"),
     (["--dataset", "no_such_data"], "no_such_data"),

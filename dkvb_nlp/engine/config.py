@@ -45,6 +45,7 @@ class RunConfig:
         from ..data import SCENARIOS, scenario_options
         from ..strategies import STRATEGIES
 
+        _check_types(self)
         SCENARIOS.get(self.scenario)
         if not self.methods:
             raise ValueError("methods is empty; give at least one, e.g. --methods dkvb")
@@ -84,6 +85,39 @@ class RunConfig:
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
 
+# What each field accepts, checked before any other validation so that a wrong type is a
+# clear ValueError rather than a TypeError from deep inside.
+_TYPES = {
+    "scenario": ((str,), "a scenario name"),
+    "dataset": ((str, type(None)), "a dataset name or folder, or null"),
+    "methods": ((list,), "a list of method names"),
+    "seeds": ((list,), "a list of integers"),
+    "encoder": ((str,), "an encoder name or folder"),
+    "max_length": ((int,), "an integer"),
+    "autocast": ((str,), "auto, bf16 or off"),
+    "encode_batch_size": ((int,), "an integer"),
+    "output_dir": ((str,), "a folder"),
+    "cache_dir": ((str, type(None)), "a folder or null"),
+    "resume": ((bool,), "true or false"),
+    "progress": ((bool,), "true or false"),
+    "max_train_per_class": ((int, type(None)), "an integer or null"),
+    "scenario_options": ((dict,), "a mapping of scenario options"),
+    "method_options": ((dict,), "a mapping {method: {option: value}}"),
+}
+
+
+def _check_types(cfg: RunConfig) -> None:
+    for name, (types, what) in _TYPES.items():
+        value = getattr(cfg, name)
+        bad_bool = isinstance(value, bool) and bool not in types
+        if bad_bool or not isinstance(value, types):
+            raise ValueError(f"{name}={value!r:.80} is not valid; expected {what}")
+    if not all(isinstance(m, str) for m in cfg.methods):
+        raise ValueError(f"methods={cfg.methods!r:.80} must be a list of method names")
+    for method, options in cfg.method_options.items():
+        if not isinstance(options, dict):
+            raise ValueError(f"options of method {method!r} must be a mapping of option: value, got {options!r:.80}")
+
 
 def config_from_mapping(data: Mapping[str, Any], where: str = "config") -> RunConfig:
     """A RunConfig from a mapping (a parsed YAML file); method names may be top-level keys."""
@@ -92,10 +126,17 @@ def config_from_mapping(data: Mapping[str, Any], where: str = "config") -> RunCo
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a mapping of options, got {type(data).__name__}")
     data = dict(data)
-    method_options = dict(data.pop("method_options", {}) or {})
+    method_options = data.pop("method_options", None) or {}
+    if not isinstance(method_options, Mapping):
+        raise ValueError(f"{where}: method_options must be a mapping {{method: {{option: value}}}}, "
+                         f"got {method_options!r:.80}")
+    method_options = dict(method_options)
     for name in list(data):
         if name in STRATEGIES:
-            method_options[name] = dict(data.pop(name) or {})
+            options = data.pop(name) or {}
+            if not isinstance(options, Mapping):
+                raise ValueError(f"{where}: {name}: expected a mapping of its options, got {options!r:.80}")
+            method_options[name] = dict(options)
     unknown = sorted(set(data) - FIELDS)
     if unknown:
         raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {', '.join(sorted(FIELDS - {'method_options'}))} "

@@ -24,23 +24,36 @@ class NoOptions:
     """A strategy without hyperparameters."""
 
 
+_ANNOTATION_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "None": (type(None),)}
+
+
+def _accepts(annotation, value) -> bool | None:
+    """Whether `value` fits a simple annotation like 'int | None'; None when not understood."""
+    names = [part.strip() for part in str(annotation).split("|")]
+    if not all(n in _ANNOTATION_TYPES for n in names):
+        return None
+    types = tuple(t for n in names for t in _ANNOTATION_TYPES[n])
+    if isinstance(value, bool) and "bool" not in names:
+        return False
+    return isinstance(value, types)
+
+
 def build_options(cls: type, given: Mapping[str, Any] | None, method: str):
-    """`cls(**given)` with a clear error for unknown keys or bad types."""
+    """`cls(**given)` with a clear ValueError for unknown keys or values of the wrong type."""
+    if given is not None and not isinstance(given, Mapping):
+        raise ValueError(f"options of method {method!r} must be a mapping, got {given!r:.80}")
     given = dict(given or {})
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(given) - set(names))
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(given) - set(fields))
     if unknown:
-        raise ValueError(f"method {method!r} has no option(s) {unknown}; accepted: {', '.join(names) or '(none)'}")
+        raise ValueError(f"method {method!r} has no option(s) {unknown}; accepted: {', '.join(fields) or '(none)'}")
+    for name, value in given.items():
+        annotation = fields[name].type
+        if _accepts(annotation, value) is False:
+            default = fields[name].default
+            kind = "a number" if "float" in str(annotation) else ("an integer" if "int" in str(annotation) else annotation)
+            raise ValueError(f"{method}.{name}={value!r:.60} must be {kind} (default {default!r})")
     opts = cls(**given)
-    for f in dataclasses.fields(cls):
-        value = getattr(opts, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if default is not None and value is not None and isinstance(default, (int, float)) \
-                and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{method}.{f.name}={value!r} must be a number (default {default!r})")
-            if isinstance(default, int) and not isinstance(value, int):
-                raise ValueError(f"{method}.{f.name}={value!r} must be an integer (default {default!r})")
     if hasattr(opts, "check"):
         opts.check()
     return opts

@@ -38,6 +38,7 @@ class DKVBOptions:
     key_init_corpus: str = "train"  # the scenario's training texts (unlabelled), or a dataset name/folder
     key_init_epochs: int = 3
     key_init_batch_rows: int = 8192
+    key_init_max_rows: int | None = None  # token vectors per k-means epoch (a random subset); None: all
     ema_decay: float = 0.95
     dead_key_threshold: float | None = None
     lr: float = 1.0  # plain SGD on the values (no momentum, no weight decay)
@@ -115,7 +116,8 @@ class DKVBStrategy(Strategy):
         owners = np.concatenate([np.full(len(f), i) for i, f in enumerate(feats)])
         positions = np.concatenate([np.arange(len(f)) for f in feats])
         order = gen.permutation(len(owners))
-        block, count = [], 0
+        block, count, total = [], 0, 0
+        cap = self.opts.key_init_max_rows
         pooling = self.front.pooling
         for j in order:
             f, p = feats[owners[j]], positions[j]
@@ -127,9 +129,12 @@ class DKVBStrategy(Strategy):
                 rows = f.states[f.offsets[p] : f.offsets[p] + 1]
             block.append(np.asarray(rows, dtype=np.float32))
             count += len(rows)
+            total += len(rows)
             if count >= self.opts.key_init_batch_rows:
                 yield torch.from_numpy(np.concatenate(block))
                 block, count = [], 0
+            if cap is not None and total >= cap:
+                break
         if block:
             yield torch.from_numpy(np.concatenate(block))
 
