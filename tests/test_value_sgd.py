@@ -110,3 +110,21 @@ def test_value_sgd_rejects_bad_input():
         ValueSGD(b, lr=1).step(idx, y[:2])
     with pytest.raises(ValueError, match="out of range"):
         ValueSGD(b, lr=1).epoch(torch.full((3, 4), 99), torch.zeros(3, dtype=torch.long))
+
+
+def test_length_free_step_gives_every_fetched_row_the_whole_gradient():
+    torch.manual_seed(3)
+    b = KeyValueBottleneck(8, 2, 5, num_classes=3)
+    b.keys.copy_(torch.randn(2, 5, 4))
+    b.keys_initialized.fill_(True)
+    idx = torch.tensor([[[0, 1], [2, 3], [-1, -1]], [[4, 4], [-1, -1], [-1, -1]]])
+    y = torch.tensor([1, 2])
+    _, grad = cross_entropy_grad(b(indices=idx), y, 0.0)
+    ValueSGD(b, lr=2.0, length_free=True).step(idx, y)
+    # example 0 fetched rows (codebook, key) (0,0), (1,1), (0,2), (1,3); example 1 fetched (0,4), (1,4)
+    for c, k, e in [(0, 0, 0), (1, 1, 0), (0, 2, 0), (1, 3, 0), (0, 4, 1), (1, 4, 1)]:
+        assert torch.allclose(b.values[c, k], -2.0 * grad[e])
+    untouched = torch.ones(2, 5, dtype=torch.bool)
+    for c, k, _ in [(0, 0, 0), (1, 1, 0), (0, 2, 0), (1, 3, 0), (0, 4, 1), (1, 4, 1)]:
+        untouched[c, k] = False
+    assert not b.values[untouched].any()

@@ -36,11 +36,17 @@ class ValueSGD:
         label_smoothing: of the cross-entropy loss.
         decoder_optimizer: optional torch optimiser over the decoder's parameters.
         loss_fn: custom loss(logits, labels); defaults to cross-entropy with label smoothing.
+        length_free: False (default) is the exact gradient of mean pooling, so each fetched
+            row gets 1/(tokens x codebooks) of the example's gradient and long texts learn
+            slower. True gives every fetched row the whole pooled gradient: one step moves an
+            example's logits by lr x grad whatever its length or the number of codebooks
+            (a preconditioned step, the same direction per example).
     """
 
     def __init__(self, bottleneck: KeyValueBottleneck, lr: float, label_smoothing: float = 0.0,
                  decoder_optimizer: torch.optim.Optimizer | None = None,
-                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+                 loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+                 length_free: bool = False):
         if not lr > 0:
             raise ValueError(f"lr={lr} must be > 0")
         if not 0.0 <= label_smoothing < 1.0:
@@ -48,6 +54,7 @@ class ValueSGD:
         self.model, self.lr, self.label_smoothing = bottleneck, lr, label_smoothing
         self.decoder_optimizer = decoder_optimizer
         self.loss_fn = loss_fn
+        self.length_free = length_free
 
     def step(self, indices: torch.Tensor, labels: torch.Tensor, check: bool = True) -> float:
         """One SGD step on indices (B, [T,] C) and labels (B,); returns the loss.
@@ -104,7 +111,7 @@ class ValueSGD:
         b, t, _ = idx.shape
         valid = idx[..., 0] >= 0  # padding is per token: all C codebooks at once
         if t == 1 or bool(valid.all()):
-            src = grad_pooled * (-self.lr / (t * c))
+            src = grad_pooled * (-self.lr if self.length_free else -self.lr / (t * c))
             src = src.unsqueeze(1).expand(b, t, dv).reshape(b * t, dv)
             target = idx.reshape(b * t, c)
         else:
@@ -112,7 +119,10 @@ class ValueSGD:
             # zeros into row 0 would cost as much as the real update.
             counts = valid.sum(1)
             bag, tok = valid.nonzero(as_tuple=True)
-            weight = (-self.lr) / (counts[bag] * c).clamp_min(1).to(grad_pooled.dtype)  # (M,)
+            if self.length_free:
+                weight = grad_pooled.new_full(bag.shape, -self.lr)
+            else:
+                weight = (-self.lr) / (counts[bag] * c).clamp_min(1).to(grad_pooled.dtype)  # (M,)
             src = grad_pooled[bag] * weight.unsqueeze(1)  # (M, dv)
             target = idx[bag, tok]  # (M, C)
         m = target.shape[0]

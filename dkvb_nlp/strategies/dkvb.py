@@ -41,16 +41,19 @@ class DKVBOptions:
     key_init_max_rows: int | None = None  # token vectors per k-means epoch (a random subset); None: all
     ema_decay: float = 0.95
     dead_key_threshold: float | None = None
-    lr: float = 1.0  # plain SGD on the values (no momentum, no weight decay)
-    lr_scale: str = "tokens"  # 'tokens': per-example step independent of text length; 'none'
+    lr: float = 30.0  # plain SGD on the values (no momentum, no weight decay); see lr_scale
+    # 'length_free': every value row an example fetches takes the example's whole gradient, so
+    # lr is the step of an example's own logits whatever its length (robust from intents to
+    # reviews); 'none': the exact gradient of mean pooling (lr then depends on text length).
+    lr_scale: str = "length_free"
     epochs: int = 10  # per task
     batch_size: int = 32
     label_smoothing: float = 0.0
     decoder_lr: float = 1e-3  # Adam on a parametric decoder's weights
 
     def check(self) -> None:
-        if self.lr_scale not in ("tokens", "none"):
-            raise ValueError(f"dkvb.lr_scale={self.lr_scale!r}; accepted: tokens, none")
+        if self.lr_scale not in ("length_free", "none"):
+            raise ValueError(f"dkvb.lr_scale={self.lr_scale!r}; accepted: length_free, none")
         for name in ("lr", "decoder_lr"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"dkvb.{name}={getattr(self, name)!r} must be > 0")
@@ -170,13 +173,8 @@ class DKVBStrategy(Strategy):
         dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
         dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
         gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id))
-        lr = o.lr
-        if o.lr_scale == "tokens" and idx.dim() == 3:
-            # Each value row receives 1/(T*C) of an example's logit gradient, so plain SGD learns
-            # long texts T times slower. Scaling by the mean token count makes one step move an
-            # example's logits by about the same amount whatever the text length.
-            lr = o.lr * float((idx[..., 0] >= 0).sum(1).float().mean())
-        sgd = ValueSGD(head, lr=lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt)
+        sgd = ValueSGD(head, lr=o.lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt,
+                       length_free=o.lr_scale == "length_free")
         for _ in range(o.epochs):
             sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)
 
