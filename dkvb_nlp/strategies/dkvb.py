@@ -26,9 +26,13 @@ KEY_INIT_CORPORA = ("train",)  # or any dataset name / folder whose train split 
 
 @dataclasses.dataclass
 class DKVBOptions:
-    """Hyperparameters of the DKVB method (defaults tuned on CLINC150 class_il; see README)."""
+    """Hyperparameters of the DKVB method.
 
-    num_codebooks: int = 32  # C; with split='segment' it must divide the hidden size
+    Defaults from a sweep on CLINC150 class_il, chosen on its validation split
+    (`benchmarks/sweep_dkvb.py`, recorded in benchmarks/out/sweep_dkvb_clinc*.json).
+    """
+
+    num_codebooks: int = 16  # C; with split='segment' it must divide the hidden size
     num_keys: int = 4096  # K pairs per codebook
     split: str = "segment"  # or 'random_projection' (then key_dim is required)
     key_dim: int | None = None
@@ -36,7 +40,7 @@ class DKVBOptions:
     decoder: str = "non_parametric"  # 'linear', 'mlp'
     value_init: str = "zeros"
     key_init_corpus: str = "train"  # the scenario's training texts (unlabelled), or a dataset name/folder
-    key_init_epochs: int = 3
+    key_init_epochs: int = 1
     key_init_batch_rows: int = 8192
     key_init_max_rows: int | None = None  # token vectors per k-means epoch (a random subset); None: all
     ema_decay: float = 0.95
@@ -47,7 +51,7 @@ class DKVBOptions:
     # reviews); 'none': the exact gradient of mean pooling (lr then depends on text length).
     lr_scale: str = "length_free"
     epochs: int = 10  # per task
-    batch_size: int = 32
+    batch_size: int = 128
     label_smoothing: float = 0.0
     decoder_lr: float = 1e-3  # Adam on a parametric decoder's weights
 
