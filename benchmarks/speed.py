@@ -434,8 +434,7 @@ def e2e_reference(epochs: int, options: dict | None = None) -> dict:
         if seen > model.num_classes:
             model.add_classes(seen - model.num_classes)
         texts, labels = list(task.train["text"]), torch.tensor(task.train["label_id"])
-        lengths = [len(ids) for ids in tok(texts, truncation=True, max_length=128)["input_ids"]]
-        sgd = ValueSGD(model, lr=o.lr * float(np.mean(lengths)))
+        sgd = ValueSGD(model, lr=o.lr, length_free=o.lr_scale == "length_free")
         gen = torch.Generator().manual_seed(t)
         for _ in range(o.epochs):
             order = torch.randperm(len(texts), generator=gen).tolist()

@@ -166,9 +166,13 @@ class FeatureCache:
             np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32, shape=(len(texts), dim))
             np.save(building / "offsets.npy", offsets)
         state.wait_for_everyone()
-        # Texts sorted by length and dealt out in turn: every process gets the same mix of lengths.
+        # Texts sorted by length, then dealt out in contiguous shares of about equal token
+        # counts: each process encodes its own length range, so its batches stay tightly
+        # padded, and both finish at about the same time.
         order = np.argsort(-lengths, kind="stable")
-        mine = order[state.process_index :: state.num_processes].tolist()
+        cum = np.cumsum(lengths[order])
+        bounds = np.searchsorted(cum, cum[-1] * np.arange(1, state.num_processes) / state.num_processes)
+        mine = np.split(order, bounds)[state.process_index].tolist()
         states = np.load(building / "states.npy", mmap_mode="r+")
         pooled = np.load(building / "pooled.npy", mmap_mode="r+")
         if mine:
