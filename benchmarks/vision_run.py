@@ -32,6 +32,9 @@ DEFAULTS = {
     "data_dir": None,
     "download": False,
     "threads": None,
+    # An ablation: {"option": dotted path, "values": [...]}; each value runs as its own method
+    # label ("dkvb@key_dim=8") and all of them land in one report.
+    "sweep": None,
 }
 
 # The paper's key-init set per target (Section 5.2); offline Fashion-MNIST has only itself.
@@ -132,6 +135,23 @@ def build_config(args: argparse.Namespace) -> dict:
     return cfg
 
 
+def sweep_variants(cfg: dict) -> list[tuple[dict, str]]:
+    """(config, label) per value of cfg['sweep'] (label '' without a sweep)."""
+    import copy
+
+    sweep = cfg.get("sweep")
+    if not sweep:
+        return [(cfg, "")]
+    if not isinstance(sweep, dict) or set(sweep) != {"option", "values"} or not sweep["values"]:
+        raise ValueError(f"sweep={sweep!r}: expected {{option: dotted.path, values: [v1, v2, ...]}}")
+    out = []
+    for value in sweep["values"]:
+        variant = copy.deepcopy(cfg)
+        _assign(variant, sweep["option"], value)
+        out.append((variant, f"{sweep['option'].rsplit('.', 1)[-1]}={value}"))
+    return out
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = build_config(args)
@@ -143,15 +163,25 @@ def main(argv=None) -> int:
     from vision.pipeline import load_protocol_data
     from vision.protocol import ProtocolConfig, run_protocol
 
-    protocol = ProtocolConfig.from_dict(cfg["protocol"])  # validate before any extraction
+    variants = sweep_variants(cfg)
+    for variant, _ in variants:  # validate every variant before any extraction or training
+        ProtocolConfig.from_dict(variant["protocol"])
     started = time.time()
     log = lambda msg: print(f"[{time.time() - started:7.1f}s] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    data = load_protocol_data(cfg, progress=log)
-    log(f"features ready: train {data.train_x.shape}, test {data.test_x.shape}, "
-        f"key init {data.key_init_name} {data.key_init_x.shape}")
-    runs = run_protocol(data, protocol, progress=log)
-    wall = time.time() - started
-    config = {**cfg, "protocol": protocol.to_dict(), "wall_seconds_after_features": round(wall, 1)}
+    runs, walls = [], []
+    for variant, label in variants:
+        protocol = ProtocolConfig.from_dict(variant["protocol"])
+        data = load_protocol_data(variant, progress=log)
+        log(f"features ready{' for ' + label if label else ''}: train {data.train_x.shape}, "
+            f"test {data.test_x.shape}, key init {data.key_init_name} {data.key_init_x.shape}")
+        t = time.time()
+        for run in run_protocol(data, protocol, progress=log):
+            if label:
+                run["method"] = f"{run['method']}@{label}"
+            runs.append(run)
+        walls.append(round(time.time() - t, 1))
+    config = {**cfg, "protocol": ProtocolConfig.from_dict(cfg["protocol"]).to_dict(),
+              "protocol_seconds": walls, "wall_seconds": round(time.time() - started, 1)}
     write_report(make_results(runs, config), cfg["output_dir"])
     log(f"done; reports in {cfg['output_dir']}")
     return 0

@@ -280,3 +280,19 @@ def test_cli_end_to_end_offline(tmp_path):
     assert (out / "summary.md").is_file()
     with pytest.raises(ValueError, match="accepted:"):
         vision_run.main(["--set", "protocol.dkvb.codebooks=3", "--output-dir", str(out)])
+
+
+def test_every_vision_config_validates():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import vision_run
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    configs = sorted((ROOT / "configs").glob("vision_*.yaml"))
+    assert configs
+    for path in configs:
+        cfg = vision_run.build_config(vision_run.parse_args(["--config", str(path)]))
+        variants = vision_run.sweep_variants(cfg)
+        for variant, _ in variants:
+            ProtocolConfig.from_dict(variant["protocol"])
+        assert cfg["backbone"] in BACKBONES
