@@ -233,12 +233,14 @@ def test_protocol_end_to_end_on_features(tmp_path):
     tx, ty = clustered_features(8, seed=0)
     kx, _ = clustered_features(10, seed=1)
     data = ProtocolData(x, y, tx, ty, kx, dataset="toy", key_init_name="toy_unlabelled")
-    runs = run_protocol(data, small_config())
+    runs = run_protocol(data, small_config(noise_levels=(0.0, 10.0)))
     assert len(runs) == 8  # 4 methods x 2 modes
     by = {(r["method"], r["scenario"]): r for r in runs}
     cil, iid = by[("dkvb", "class_il_5x2")], by[("dkvb", "iid")]
     assert np.asarray(cil["accuracy_matrix"]).shape == (5, 5) and cil["epochs_per_phase"] == [5] * 5
     assert iid["epochs_per_phase"] == [1] * 5 and by[("linear", "iid")]["epochs_per_phase"] == [1] * 5 and cil["task_names"][0] == "classes 0,1"
+    noise = cil["noise_robustness"]
+    assert noise["0.0"] == pytest.approx(np.mean(cil["accuracy_matrix"][-1]), abs=0.05) and noise["10.0"] < noise["0.0"]
     assert 0.0 < cil["key_usage"]["unused_fraction"] < 1.0 and cil["trainable_parameters"] == 8 * 32 * 10
     # keys fixed, values local: learning a new split leaves the old splits' predictions alone
     assert cil["final_accuracy"] >= 0.8 and abs(cil["final_accuracy"] - iid["final_accuracy"]) <= 0.1

@@ -91,7 +91,7 @@ def cached_features(backbone: Backbone, image_set: ImageSet, cache_dir=None, bat
         features = np.load(feat_path, mmap_mode="r")
         labels = np.load(label_path)
         if features.shape[0] == len(image_set) and np.array_equal(labels, image_set.labels):
-            return FeatureSet(np.asarray(features, dtype=np.float32), labels, feat_path)
+            return FeatureSet(np.array(features, dtype=np.float32), labels, feat_path)  # copy: writable, file closed
         # a mismatch means a damaged file (the key covers content): extract again
     directory.mkdir(parents=True, exist_ok=True)
     started = time.time()

@@ -81,6 +81,9 @@ class ProtocolConfig:
     modes: tuple = MODES
     methods: tuple = ("dkvb", "linear", "linear_nobias", "mlp")
     seeds: tuple = (0,)
+    # Appendix E.1 on embeddings: after training, test accuracy with Gaussian noise of these
+    # standard deviations (in units of the test features' overall std) added to the features.
+    noise_levels: tuple = ()
     dkvb: DKVBOptions = field(default_factory=DKVBOptions)
     heads: HeadOptions = field(default_factory=HeadOptions)
 
@@ -89,7 +92,7 @@ class ProtocolConfig:
             self.dkvb = _from_mapping(DKVBOptions, self.dkvb, "dkvb")
         if isinstance(self.heads, Mapping):
             self.heads = _from_mapping(HeadOptions, self.heads, "heads")
-        for name in ("modes", "methods", "seeds"):
+        for name in ("modes", "methods", "seeds", "noise_levels"):
             value = getattr(self, name)
             setattr(self, name, tuple([value] if isinstance(value, (str, int)) else value))
         for mode in self.modes:
@@ -187,6 +190,11 @@ class DKVBLearner:
         """Predicted classes of the test examples `rows`."""
         return self.model(indices=self.test_idx[torch.from_numpy(rows)]).argmax(1).numpy()
 
+    @torch.no_grad()
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Predicted classes of arbitrary features (quantised now, e.g. noisy ones)."""
+        return self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).argmax(1).numpy()
+
     def trainable_parameters(self) -> int:
         """Values: C x K x classes."""
         return self.model.trainable_parameters()
@@ -221,6 +229,10 @@ class HeadLearner:
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Predicted classes of the test examples `rows`."""
         return self.head.predict(self.test_x[torch.from_numpy(rows)])
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        """Predicted classes of arbitrary features."""
+        return self.head.predict(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
 
     def trainable_parameters(self) -> int:
         """Weights (and biases) of the head."""
@@ -295,6 +307,17 @@ def run_stream(learner, phases, test_rows: list[np.ndarray], test_y: np.ndarray,
     return matrix, seconds
 
 
+def noise_robustness(learner, data: ProtocolData, levels, seed: int) -> dict:
+    """Test accuracy with N(0, (level x std of the test features)^2) added to every feature."""
+    scale = float(np.std(data.test_x))
+    rng = np.random.default_rng(seed)
+    out = {}
+    for level in levels:
+        noisy = data.test_x + rng.normal(0.0, float(level) * scale, size=data.test_x.shape).astype(np.float32)
+        out[str(level)] = accuracy(learner.predict_features(noisy), data.test_y)
+    return out
+
+
 def run_protocol(data: ProtocolData, config: ProtocolConfig,
                  progress: Callable[[str], None] | None = None) -> list[dict]:
     """Every (seed, mode, method) run of the protocol as dkvb_nlp run records (make_run)."""
@@ -317,12 +340,15 @@ def run_protocol(data: ProtocolData, config: ProtocolConfig,
                 matrix, seconds = run_stream(learner, _phases(mode, splits, data.train_y, epochs),
                                              test_rows, data.test_y, say)
                 scenario = f"class_il_{config.splits}" if mode == "class_il" else "iid"
+                extra = learner.extra()
+                if config.noise_levels:
+                    extra["noise_robustness"] = noise_robustness(learner, data, config.noise_levels, seed)
                 runs.append(make_run(
                     method, seed, scenario, data.dataset, matrix,
                     train_seconds=seconds, trainable_parameters=learner.trainable_parameters(),
                     task_names=[split_name(c) for c in splits], class_splits=splits,
                     epochs_per_phase=[e for _, e in _phases(mode, splits, data.train_y, epochs)],
                     key_init_dataset=data.key_init_name if method == "dkvb" else None,
-                    **(dict(ctx.timings) if method == "dkvb" else {}), **learner.extra(),
+                    **(dict(ctx.timings) if method == "dkvb" else {}), **extra,
                 ))
     return runs
