@@ -175,7 +175,7 @@ def main(argv=None) -> int:
         log(f"features ready{' for ' + label if label else ''}: train {data.train_x.shape}, "
             f"test {data.test_x.shape}, key init {data.key_init_name} {data.key_init_x.shape}")
         t = time.time()
-        for run in run_protocol(data, protocol, progress=log):
+        for run in run_protocol(data, protocol, progress=log, artifacts_dir=cfg["output_dir"]):
             if label:
                 run["method"] = f"{run['method']}@{label}"
             runs.append(run)

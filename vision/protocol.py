@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import io
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
 import numpy as np
@@ -29,6 +31,7 @@ import torch
 
 from dkvb_nlp.bottleneck import KeyValueBottleneck
 from dkvb_nlp.engine.metrics import accuracy
+from dkvb_nlp.io import atomic_write_bytes
 from dkvb_nlp.registry import Registry
 from dkvb_nlp.report import make_run
 
@@ -318,9 +321,21 @@ def noise_robustness(learner, data: ProtocolData, levels, seed: int) -> dict:
     return out
 
 
+def save_usage(directory, name: str, usage: torch.Tensor) -> Path:
+    """Write a (C, K) key-usage count matrix as `<directory>/key_usage_<name>.npy` (atomically)."""
+    buf = io.BytesIO()
+    np.save(buf, usage.numpy(), allow_pickle=False)
+    path = Path(directory) / f"key_usage_{name}.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
 def run_protocol(data: ProtocolData, config: ProtocolConfig,
-                 progress: Callable[[str], None] | None = None) -> list[dict]:
-    """Every (seed, mode, method) run of the protocol as dkvb_nlp run records (make_run)."""
+                 progress: Callable[[str], None] | None = None, artifacts_dir=None) -> list[dict]:
+    """Every (seed, mode, method) run of the protocol as dkvb_nlp run records (make_run).
+
+    With `artifacts_dir`, each DKVB run's per-key usage counts (C, K) are saved there as .npy.
+    """
     num_splits, _ = parse_split_spec(config.splits, data.num_classes)
     if "iid" in config.modes:  # fail before hours of training, not at the first iid run
         for epochs in {config.epochs, config.heads.epochs or config.epochs}:
@@ -341,6 +356,9 @@ def run_protocol(data: ProtocolData, config: ProtocolConfig,
                                              test_rows, data.test_y, say)
                 scenario = f"class_il_{config.splits}" if mode == "class_il" else "iid"
                 extra = learner.extra()
+                if artifacts_dir is not None and isinstance(learner, DKVBLearner):
+                    name = f"{data.dataset}_{scenario}_{method}_seed{seed}"
+                    extra["key_usage"]["counts_file"] = save_usage(artifacts_dir, name, learner.usage).name
                 if config.noise_levels:
                     extra["noise_robustness"] = noise_robustness(learner, data, config.noise_levels, seed)
                 runs.append(make_run(
