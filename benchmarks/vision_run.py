@@ -43,6 +43,7 @@ DEFAULT_KEY_INIT = {"cifar10": "cifar100:train", "cifar100": "cifar10:train", "s
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    """Command-line flags (each overrides the --config YAML)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML preset (configs/vision_*.yaml); flags below override it")
     p.add_argument("--dataset", help="target dataset: fashion_mnist | cifar10 | cifar100 | stl10")
@@ -153,6 +154,7 @@ def sweep_variants(cfg: dict) -> list[tuple[dict, str]]:
 
 
 def main(argv=None) -> int:
+    """Extract or read features, run the protocol (per sweep value), write the reports."""
     args = parse_args(argv)
     cfg = build_config(args)
     import torch

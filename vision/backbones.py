@@ -168,6 +168,8 @@ def _resnet50w2():
     tvm = _import("torchvision.models", "pip install torchvision")
 
     class WideResNet(tvm.ResNet):
+        """ResNet50 layout at twice the width (conv1 128 channels, blocks 2x wide)."""
+
         def __init__(self):
             nn.Module.__init__(self)
             block, layers, width = tvm.resnet.Bottleneck, [3, 4, 6, 3], 2

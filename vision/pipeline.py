@@ -29,6 +29,7 @@ def load_protocol_data(cfg: Mapping, progress: Callable[[str], None] | None = No
     common = dict(root=cfg.get("data_dir"), download=bool(cfg.get("download")))
 
     def features(name: str, split: str):
+        """Cached backbone features of one dataset split."""
         images = load_image_set(name, split, **common)
         say(f"{backbone.name} features of {name}/{split} ({len(images)} images)")
         return cached_features(backbone, images, cfg.get("cache_dir"), progress=progress is not None)

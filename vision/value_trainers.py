@@ -63,6 +63,7 @@ def _kernel():
 
     @numba.njit(cache=True, nogil=True, fastmath=False)
     def sgd_epochs(table, idx, labels, perms, batch_size, lr, smoothing, losses):
+        """Plain SGD epochs on the value table, in place; fills the mean loss of each epoch."""
         # table (C, K, dv) float32, updated in place; idx (N, C) int32; labels (N,) int64;
         # perms (E, N) int64: the example order of each epoch; losses (E,) float64 out.
         c_books, _, dv = table.shape
