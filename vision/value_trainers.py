@@ -2,11 +2,12 @@
 
 The vision protocol runs 2000 epochs per split at 256 codebooks: ~120M example-steps, each
 touching 256 value rows. `ValueSGD.epoch` pays a few torch dispatches per step and scatters in
-a generic kernel (~3 ms a step here, ~25 min per run on one core). The `numba` trainer runs the
+a generic kernel: measured on one core here, 1.9 ms a step at C=256 (15 min per run) and 0.65 ms
+at C=64; the `numba` trainer takes 1.2 ms and 0.21 ms (memory-bound at C=256). It runs the
 identical update (same shuffles from the same torch generator, same batch maths: mean over
 codebooks, label-smoothed cross-entropy averaged over the batch, plain SGD on the fetched rows)
-as a single compiled loop, gathering and scattering codebook by codebook so each codebook's
-table (K x dv floats) stays in cache. It is tested against ValueSGD. It covers the paper's
+as a single compiled loop, gathering and scattering codebook by codebook (one K x dv table at a
+time, instead of C scattered rows per example). It is tested against ValueSGD. It covers the paper's
 setting only: one vector per image (indices (N, C)) and the non-parametric decoder; anything
 else goes through ValueSGD.
 """
