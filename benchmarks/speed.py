@@ -397,7 +397,6 @@ def e2e_reference(epochs: int, options: dict | None = None) -> dict:
     from dkvb_nlp.bottleneck import ValueSGD
     from dkvb_nlp.encoders import DEFAULT_ENCODER, iter_encoded, load_encoder, load_tokenizer
     from dkvb_nlp.engine.metrics import accuracy
-    from dkvb_nlp.modeling.modeling_dkvb import regroup_rows
     from dkvb_nlp.strategies.dkvb import DKVBOptions
 
     o = DKVBOptions(epochs=epochs, **(options or {}))
@@ -411,12 +410,17 @@ def e2e_reference(epochs: int, options: dict | None = None) -> dict:
     train_texts = [text for task in stream for text in task.train["text"]]
 
     class Rows:  # one encoder pass over the key-init texts per k-means epoch
-        epoch = 0
+        epoch = -1
 
         def __iter__(self):
+            # The texts in the same seeded order as the strategy's cached path, so both build
+            # the same keys (up to the cache's fp16 rounding): the comparison is about speed.
             Rows.epoch += 1
-            batches = iter_encoded(encoder, tok, train_texts, shuffle_seed=Rows.epoch, progress=False)
-            return regroup_rows((b.states[b.mask] for b in batches), o.key_init_batch_rows)
+            order = np.random.default_rng(17 + Rows.epoch).permutation(len(train_texts)).tolist()
+            batches = iter_encoded(encoder, tok, [train_texts[i] for i in order], sort_by_length=False,
+                                   progress=False)
+            return texts_to_blocks((b.states[j][b.mask[j]] for b in batches for j in range(len(b.positions))),
+                                   o.key_init_batch_rows)
 
     model.init_keys(Rows(), epochs=o.key_init_epochs, decay=o.ema_decay)
 
@@ -448,6 +452,19 @@ def e2e_reference(epochs: int, options: dict | None = None) -> dict:
             accs.append(accuracy(logits[:, :seen].argmax(1).numpy(), np.asarray(other.test["label_id"])))
         final = float(np.mean(accs))
     return {"seconds": time.perf_counter() - start, "final_accuracy": final, "peak_rss_mb": peak_rss_mb()}
+
+
+def texts_to_blocks(rows, size: int):
+    """Whole texts' token rows gathered into blocks of at least `size` rows (as the strategy)."""
+    block, count = [], 0
+    for r in rows:
+        block.append(r)
+        count += r.shape[0]
+        if count >= size:
+            yield torch.cat(block)
+            block, count = [], 0
+    if block:
+        yield torch.cat(block)
 
 
 def section_e2e(args) -> dict:
