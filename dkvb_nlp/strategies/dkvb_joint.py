@@ -1,0 +1,63 @@
+"""DKVB trained i.i.d. (upper bound): the same keys, values re-trained on every task seen so far.
+
+At task t the values (and any decoder) are reset to their initialisation and trained with
+DKVB's ValueSGD on the union of the training splits of tasks 0..t, shuffled together: the
+i.i.d. DKVB on the data seen so far, next to which class-incremental `dkvb` is measured. The
+keys are DKVB's own (initialised once without labels, frozen), so the cached key indices and
+every option mean the same as for `dkvb`; `epochs` are passes over the union.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .base import STRATEGIES
+from .dkvb import DKVBStrategy
+
+
+def pad_tokens(indices: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate (N_i, T_i, C) index tensors along N, padding T with -1 (2-D ones as they are)."""
+    if indices[0].dim() == 2:
+        return torch.cat(indices)
+    t = max(i.shape[1] for i in indices)
+    return torch.cat([torch.nn.functional.pad(i, (0, 0, 0, t - i.shape[1]), value=-1) for i in indices])
+
+
+@STRATEGIES.register("dkvb_joint")
+class DKVBJointStrategy(DKVBStrategy):
+    """DKVB whose values are re-trained from their initialisation on the union of tasks 0..t."""
+
+    name = "dkvb_joint"
+
+    def reset_values(self) -> None:
+        """Rebuild the value tables and decoders from scratch, keeping the frozen keys."""
+        keys = {k: v.clone() for k, v in self.front.state_dict().items() if k in ("keys", "keys_initialized")}
+        self._build()
+        missing, unexpected = self.front.load_state_dict(keys, strict=False)
+        assert not unexpected and "keys" not in missing
+
+    def learn(self, task_id: int) -> None:
+        from ..bottleneck import ValueSGD
+
+        o, stream = self.opts, self.ctx.stream
+        self.reset_values()
+        gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id))
+        by_head: dict[int, list] = {}
+        for t in range(task_id + 1):
+            data = self.ctx.split(t, "train")
+            by_head.setdefault(data.head, []).append((self.indices(data), torch.tensor(data.labels, dtype=torch.long)))
+        for h, parts in sorted(by_head.items()):
+            head = self.heads[h]
+            if stream.num_heads == 1:
+                grow = self._classes_needed(task_id, 0) - head.num_classes
+                if grow > 0:
+                    head.add_classes(grow)
+            idx, labels = pad_tokens([i for i, _ in parts]), torch.cat([y for _, y in parts])
+            dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
+            dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
+            lr = o.lr
+            if o.lr_scale == "tokens" and idx.dim() == 3:  # as in `dkvb`: steps independent of text length
+                lr = o.lr * float((idx[..., 0] >= 0).sum(1).float().mean())
+            sgd = ValueSGD(head, lr=lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt)
+            for _ in range(o.epochs):
+                sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)

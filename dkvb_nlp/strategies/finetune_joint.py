@@ -1,0 +1,89 @@
+"""Joint fine-tuning (upper bound): the `finetune` model trained i.i.d. on every task seen so far.
+
+At task t the encoder and heads are reset to their starting point (the pretrained encoder and
+the same seeded heads) and fine-tuned on the union of the training splits of tasks 0..t,
+shuffled together; a batch holds examples of one head. Same optimiser, loss masking and
+distributed behaviour as `finetune`. Slow: the work grows with the number of tasks seen, so
+the default is one epoch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..engine.context import SplitData
+from .base import STRATEGIES
+from .finetune import FinetuneStrategy
+
+
+@STRATEGIES.register("finetune_joint")
+class FinetuneJointStrategy(FinetuneStrategy):
+    """Fine-tuning of the encoder and heads from scratch on the union of tasks 0..t."""
+
+    name = "finetune_joint"
+
+    def setup(self, state=None, meta=None) -> None:
+        super().setup()
+        # The starting point every task resets to (the seeded heads are rebuilt the same on resume).
+        self._initial = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        if state is not None:
+            self.load_state(state, meta or {})
+
+    def union(self, task_id: int) -> list[SplitData]:
+        """One SplitData per head: the training examples of tasks 0..task_id, concatenated."""
+        by_head: dict[int, list[SplitData]] = {}
+        for t in range(task_id + 1):
+            data = self.ctx.split(t, "train")
+            by_head.setdefault(data.head, []).append(data)
+        out = []
+        for h, parts in sorted(by_head.items()):
+            pairs = None if parts[0].pairs is None else [p for d in parts for p in d.pairs]
+            out.append(SplitData(task_id, "train", h, [s for d in parts for s in d.texts], pairs,
+                                 np.concatenate([d.labels for d in parts])))
+        return out
+
+    def learn(self, task_id: int) -> None:
+        o, ctx, acc = self.opts, self.ctx, self.accelerator
+        self.model.load_state_dict(self._initial)
+        groups = self.union(task_id)
+        masks = []
+        for data in groups:
+            allowed = torch.full((ctx.stream.classes_per_head[data.head],), float("-inf"))
+            allowed[ctx.seen_classes(task_id, data.head)] = 0.0
+            masks.append(allowed)
+        torch.manual_seed(ctx.task_seed(task_id, salt=2))
+        params = [{"params": list(self.model.encoder.parameters()), "lr": o.lr, "weight_decay": o.weight_decay},
+                  {"params": list(self.model.heads.parameters()), "lr": o.head_lr, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(params)
+        gen = torch.Generator().manual_seed(ctx.task_seed(task_id, salt=3))
+        world, rank = acc.num_processes, acc.process_index
+        self._prepared.train()
+        total = sum(len(d) for d in groups)
+        bar = self._bar(o.epochs * ((total + o.batch_size - 1) // o.batch_size), f"finetune_joint task {task_id + 1}")
+        for _ in range(o.epochs):
+            plan = []
+            for g, data in enumerate(groups):
+                order = torch.randperm(len(data), generator=gen).tolist()
+                plan += [(g, order[s : s + o.batch_size]) for s in range(0, len(order), o.batch_size)]
+            if len(groups) > 1:  # interleave the heads' batches
+                plan = [plan[i] for i in torch.randperm(len(plan), generator=gen).tolist()]
+            for g, rows in plan:
+                data = groups[g]
+                _, enc = next(self._batches(data, rows, len(rows)))
+                # split_batches semantics, as in `finetune`: each process takes its slice
+                share = slice(rank * len(rows) // world, (rank + 1) * len(rows) // world)
+                enc = {k: v[share] for k, v in enc.items()}
+                y = torch.as_tensor(data.labels[rows][share]).to(acc.device)
+                with self._cast():
+                    logits = self._prepared(data.head, **enc)
+                loss = F.cross_entropy(logits.float() + masks[g].to(logits.device), y, reduction="sum") / len(rows)
+                acc.backward(loss * world)
+                acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if bar is not None:
+                    bar.update(1)
+        if bar is not None:
+            bar.close()
