@@ -104,7 +104,7 @@ class FinetuneStrategy(Strategy):
         return torch.autocast(self.accelerator.device.type, dtype=self.dtype) if self.dtype else contextlib.nullcontext()
 
     def learn(self, task_id: int) -> None:
-        o, ctx, acc = self.opts, self.ctx, self.accelerator
+        o, ctx = self.opts, self.ctx
         data = ctx.split(task_id, "train")
         seen = ctx.seen_classes(task_id, data.head)
         allowed = torch.full((ctx.stream.classes_per_head[data.head],), float("-inf"))
@@ -115,27 +115,31 @@ class FinetuneStrategy(Strategy):
         optimizer = torch.optim.AdamW(params)  # fresh per task: no state carried across tasks
         labels_all = torch.tensor(data.labels, dtype=torch.long)
         gen = torch.Generator().manual_seed(ctx.task_seed(task_id, salt=3))
-        world, rank = acc.num_processes, acc.process_index
         self._prepared.train()
         bar = self._bar(o.epochs * ((len(data) + o.batch_size - 1) // o.batch_size), f"finetune task {task_id + 1}")
         for _ in range(o.epochs):
             order = torch.randperm(len(data), generator=gen).tolist()
             for rows, enc in self._batches(data, order, o.batch_size):
-                # split_batches semantics: each process takes its slice of the global batch
-                share = slice(rank * len(rows) // world, (rank + 1) * len(rows) // world)
-                enc = {k: v[share] for k, v in enc.items()}
-                y = labels_all[rows][share].to(acc.device)
-                with self._cast():
-                    logits = self._prepared(data.head, **enc)
-                loss = F.cross_entropy(logits.float() + allowed.to(logits.device), y, reduction="sum") / len(rows)
-                acc.backward(loss * world)  # DDP averages over processes; undo it to average over the batch
-                acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                self._step(optimizer, data.head, enc, labels_all[rows], allowed)
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
             bar.close()
+
+    def _step(self, optimizer, head: int, enc: dict, labels: torch.Tensor, allowed: torch.Tensor) -> None:
+        """One update on a global batch: each process takes its slice (split_batches semantics)."""
+        acc, o = self.accelerator, self.opts
+        n, world, rank = labels.shape[0], acc.num_processes, acc.process_index
+        share = slice(rank * n // world, (rank + 1) * n // world)
+        enc = {k: v[share] for k, v in enc.items()}
+        y = labels[share].to(acc.device)
+        with self._cast():
+            logits = self._prepared(head, **enc)
+        loss = F.cross_entropy(logits.float() + allowed.to(logits.device), y, reduction="sum") / n
+        acc.backward(loss * world)  # DDP averages over processes; undo it to average over the batch
+        acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     def _bar(self, total: int, desc: str):
         if not (self.ctx.progress and self.accelerator.is_main_process):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..engine.context import SplitData
 from .base import STRATEGIES
@@ -45,7 +44,7 @@ class FinetuneJointStrategy(FinetuneStrategy):
         return out
 
     def learn(self, task_id: int) -> None:
-        o, ctx, acc = self.opts, self.ctx, self.accelerator
+        o, ctx = self.opts, self.ctx
         self.model.load_state_dict(self._initial)
         groups = self.union(task_id)
         masks = []
@@ -58,7 +57,6 @@ class FinetuneJointStrategy(FinetuneStrategy):
                   {"params": list(self.model.heads.parameters()), "lr": o.head_lr, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(params)
         gen = torch.Generator().manual_seed(ctx.task_seed(task_id, salt=3))
-        world, rank = acc.num_processes, acc.process_index
         self._prepared.train()
         total = sum(len(d) for d in groups)
         bar = self._bar(o.epochs * ((total + o.batch_size - 1) // o.batch_size), f"finetune_joint task {task_id + 1}")
@@ -72,17 +70,7 @@ class FinetuneJointStrategy(FinetuneStrategy):
             for g, rows in plan:
                 data = groups[g]
                 _, enc = next(self._batches(data, rows, len(rows)))
-                # split_batches semantics, as in `finetune`: each process takes its slice
-                share = slice(rank * len(rows) // world, (rank + 1) * len(rows) // world)
-                enc = {k: v[share] for k, v in enc.items()}
-                y = torch.as_tensor(data.labels[rows][share]).to(acc.device)
-                with self._cast():
-                    logits = self._prepared(data.head, **enc)
-                loss = F.cross_entropy(logits.float() + masks[g].to(logits.device), y, reduction="sum") / len(rows)
-                acc.backward(loss * world)
-                acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
+                self._step(optimizer, data.head, enc, torch.as_tensor(data.labels[rows]), masks[g])
                 if bar is not None:
                     bar.update(1)
         if bar is not None:
