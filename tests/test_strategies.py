@@ -191,6 +191,21 @@ def test_reservoir_buffer_is_bounded_and_derpp_stores_logits(tiny_data, tiny_cac
             torch.testing.assert_close(b.logits[i], stored[int(b.row[i])])
 
 
+def test_joint_variants_equal_their_sequential_method_after_the_first_task(tiny_data, tiny_cache):
+    # Task 0 is the whole union, so the joint variants must train exactly like their base method.
+    for seq, joint in (("dkvb", "dkvb_joint"), ("linear", "joint")):
+        ctx = tiny_context(tiny_data, tiny_cache)
+        a, b = STRATEGIES.get(seq)(ctx, fast_options(seq)), STRATEGIES.get(joint)(ctx, fast_options(joint))
+        a.setup()
+        b.setup()
+        a.learn(0)
+        b.learn(0)
+        seen = ctx.seen_classes(0, 0)
+        for t in range(ctx.num_tasks):
+            data = ctx.split(t, "test")
+            torch.testing.assert_close(b.logits(data)[:, seen], a.logits(data)[:, seen], rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ faithfulness on real data
 
 REAL_TASKS = 5

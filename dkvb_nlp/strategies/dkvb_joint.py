@@ -55,9 +55,8 @@ class DKVBJointStrategy(DKVBStrategy):
             idx, labels = pad_tokens([i for i, _ in parts]), torch.cat([y for _, y in parts])
             dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
             dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
-            lr = o.lr
-            if o.lr_scale == "tokens" and idx.dim() == 3:  # as in `dkvb`: steps independent of text length
-                lr = o.lr * float((idx[..., 0] >= 0).sum(1).float().mean())
-            sgd = ValueSGD(head, lr=lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt)
+            # The same optimiser as `dkvb` (tests check that task 0 gives identical values).
+            sgd = ValueSGD(head, lr=o.lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt,
+                           length_free=o.lr_scale == "length_free")
             for _ in range(o.epochs):
                 sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)
