@@ -117,6 +117,7 @@ def run(cfg, overwrite: bool = False) -> int:
     from dkvb_nlp.engine.distributed import process_state
     from dkvb_nlp.engine.feature_cache import FeatureCache
     from dkvb_nlp.engine.loop import run_continual
+    from dkvb_nlp.faults import crash_point
     from dkvb_nlp.io import atomic_write_json
     from dkvb_nlp.report import make_results, versions, write_report
     from dkvb_nlp.strategies import STRATEGIES
@@ -164,6 +165,7 @@ def run(cfg, overwrite: bool = False) -> int:
             if process.is_main_process:
                 done_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(done, run_record)
+                crash_point("run.method_done")
             runs.append(run_record)
             process.wait_for_everyone()
     timings["total_seconds"] = time.perf_counter() - started

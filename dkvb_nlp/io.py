@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
+from .faults import crash_point
+
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
 
 # Temporary files are dot-files with this suffix, so a crash leaves something recognisable.
@@ -60,6 +62,7 @@ def atomic_write(path, write: Callable[[IO[bytes]], Any]) -> Path:
         # mkstemp makes 0600 files; keep the old file's mode, or what a plain open() would give.
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
         os.chmod(tmp, mode)
+        crash_point("atomic.before_replace")
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -62,13 +62,15 @@ def iter_encoded(
     sort_by_length: bool = True,
     shuffle_seed: int | None = None,
     progress: bool | None = None,
+    encoding=None,
 ) -> Iterator[EncodedBatch]:
     """Yield token states batch by batch under `torch.inference_mode`.
 
     Batches hold texts of similar length (sorted, longest first) padded only to their own
     longest text, so short texts do not pay for long ones. `shuffle_seed` visits those batches
     in a seeded random order (for consumers, like k-means, that must not see the longest texts
-    first). `progress=None` shows a bar for runs of more than 2,000 texts.
+    first). `progress=None` shows a bar for runs of more than 2,000 texts. `encoding` takes the
+    unpadded token ids of exactly these texts (from `tokenize`) when the caller already has them.
     """
     texts = check_texts(texts)
     if text_pairs is not None:
@@ -77,7 +79,9 @@ def iter_encoded(
             raise ValueError(f"{len(text_pairs)} text_pairs for {len(texts)} texts; give one pair per text")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} must be an integer >= 1")
-    enc = tokenize(tokenizer, texts, text_pairs, max_length)
+    enc = tokenize(tokenizer, texts, text_pairs, max_length) if encoding is None else encoding
+    if len(enc["input_ids"]) != len(texts):
+        raise ValueError(f"encoding holds {len(enc['input_ids'])} texts, not {len(texts)}")
     keys = list(enc.keys())
     lengths = [len(ids) for ids in enc["input_ids"]]
     if sort_by_length:

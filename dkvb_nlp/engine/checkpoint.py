@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..faults import crash_point
 from ..io import atomic_write, atomic_write_json
 
 
@@ -33,6 +34,7 @@ class Checkpoint:
         name = f"state_task{progress['completed_tasks'] - 1}.safetensors"
         blob = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, metadata={"format": "pt"})
         atomic_write(self.folder / name, lambda f: f.write(blob))
+        crash_point("checkpoint.state_written")
         atomic_write_json(self.progress_path, {**progress, "state_file": name})
         for old in self.folder.glob("state_task*.safetensors"):  # keep only the newest state
             if old.name != name:

@@ -28,6 +28,7 @@ from torch import nn
 from ..encoders import check_texts, iter_encoded
 from ..encoders.encode import tokenize
 from ..encoders.load import autocast_dtype
+from ..faults import crash_point
 from ..io import atomic_write_json
 from .distributed import process_state
 from .fingerprint import encoder_fingerprint, file_sha256, hash_json, hash_texts
@@ -178,17 +179,13 @@ class FeatureCache:
         if mine:
             sub_texts = [texts[i] for i in mine]
             sub_pairs = [pairs[i] for i in mine] if pairs is not None else None
+            sub_enc = {k: [v[i] for i in mine] for k, v in enc.items()}  # tokenised once, above
             batches = iter_encoded(self.encoder, self.tokenizer, sub_texts, sub_pairs, max_length=self.max_length,
-                                   batch_size=self.batch_size, autocast=self.autocast,
+                                   batch_size=self.batch_size, autocast=self.autocast, encoding=sub_enc,
                                    progress=self.progress and state.is_main_process and len(texts) > 2000)
             for batch in batches:
-                for j, p in enumerate(batch.positions.tolist()):
-                    i = mine[p]
-                    rows = batch.states[j][batch.mask[j]]
-                    if rows.shape[0] != lengths[i]:
-                        raise RuntimeError(f"text {i}: {rows.shape[0]} token states, expected {lengths[i]}")
-                    states[offsets[i] : offsets[i + 1]] = rows.numpy().astype(np.float16)
-                    pooled[i] = rows.mean(0).numpy()
+                self._write_batch(batch, np.asarray(mine)[batch.positions.numpy()], texts, offsets, states, pooled)
+                crash_point("cache.batch_written")
         states.flush()
         pooled.flush()
         del states, pooled
@@ -199,7 +196,32 @@ class FeatureCache:
                     "sha256": {name: file_sha256(building / name) for name in FILES}}
             atomic_write_json(building / "meta.json", meta)
             shutil.rmtree(final, ignore_errors=True)
+            crash_point("cache.before_rename")
             os.replace(building, final)
+
+    @staticmethod
+    def _write_batch(batch, text_ids: np.ndarray, texts, offsets, states, pooled) -> None:
+        """Store one encoded batch: its tokens' rows in one scatter, its pooled vectors, after checks."""
+        mask = batch.mask
+        counts = mask.sum(1)
+        expected = offsets[text_ids + 1] - offsets[text_ids]
+        if not np.array_equal(counts.numpy(), expected):
+            j = int(np.flatnonzero(counts.numpy() != expected)[0])
+            raise RuntimeError(f"text {text_ids[j]}: {int(counts[j])} token states, expected {expected[j]}")
+        rows = batch.states[mask]  # (tokens, D), each text's tokens together, texts in batch order
+        rows16 = rows.to(torch.float16).numpy()
+        if not np.isfinite(rows16).all():  # NaN/inf from the encoder, or beyond float16's range
+            bad = int(np.flatnonzero(~np.isfinite(rows16).all(1))[0])
+            j = int(np.searchsorted(np.cumsum(expected), bad, side="right"))
+            i = int(text_ids[j])
+            raise ValueError(f"the encoder produced non-finite token states (NaN or infinite, or beyond float16's "
+                             f"range of +-65504) for text {i} ({texts[i][:60]!r}); nothing was cached. Check the "
+                             "encoder's weights, or set autocast: off if reduced precision overflows")
+        # Destination rows: text j's tokens go to offsets[i_j] .. offsets[i_j + 1].
+        starts = offsets[text_ids]
+        dest = np.repeat(starts - np.concatenate([[0], np.cumsum(expected)[:-1]]), expected) + np.arange(len(rows16))
+        states[dest] = rows16
+        pooled[text_ids] = ((batch.states * mask.unsqueeze(-1)).sum(1) / counts.clamp_min(1).unsqueeze(-1)).numpy()
 
 
 def _hidden(encoder: nn.Module) -> int:

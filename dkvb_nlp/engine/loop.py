@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..faults import crash_point
 from ..report import make_run
 from .checkpoint import Checkpoint
 from .context import RunContext
@@ -74,6 +75,7 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
         seen = np.mean(row_acc[: t + 1])
         log(f"[{strategy.name} seed {ctx.seed}] task {t + 1}/{n} {stream[t].name}: accuracy on seen tasks "
             f"{100 * seen:.1f}%, learn {t1 - t0:.1f}s, eval {t2 - t1:.1f}s")
+        crash_point("task.learned")
         if ckpt is not None and ctx.process.is_main_process:
             tensors, meta = strategy.state()
             ckpt.save(tensors, {"completed_tasks": t + 1, "accuracy_rows": acc_rows, "macro_f1_rows": f1_rows,

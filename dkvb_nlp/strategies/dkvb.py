@@ -19,6 +19,7 @@ import torch
 
 from ..bottleneck import KeyValueBottleneck, TaskHead, ValueSGD
 from ..engine.context import SplitData
+from ..faults import crash_point
 from .base import STRATEGIES, Strategy
 
 KEY_INIT_CORPORA = ("train",)  # or any dataset name / folder whose train split has texts
@@ -98,6 +99,7 @@ class DKVBStrategy(Strategy):
         o = self.opts
         self.front.init_keys(_Reiterable(lambda: self._key_init_rows()), epochs=o.key_init_epochs,
                              decay=o.ema_decay, dead_key_threshold=o.dead_key_threshold)
+        crash_point("dkvb.keys_ready")
 
     def _key_init_features(self):
         corpus = self.opts.key_init_corpus
