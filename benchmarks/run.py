@@ -147,6 +147,9 @@ def run(cfg, overwrite: bool = False) -> int:
         say(stream.summary() if seed == cfg.seeds[0] else f"seed {seed}: task order {[t.name for t in stream]}")
         ctx = RunContext(stream, cache, seed, cfg.encoder, process=process, progress=cfg.progress,
                          max_length=cfg.max_length)
+        if seed == cfg.seeds[0]:  # fail on impossible shapes now, not after minutes of encoding
+            for method in cfg.methods:
+                STRATEGIES.get(method)(ctx, cfg.method_options.get(method)).validate()
         t0 = time.perf_counter()
         if any(STRATEGIES.get(m).uses_features for m in cfg.methods):
             for t in range(stream.num_tasks):  # encode once; every method and seed reuses it

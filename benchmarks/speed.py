@@ -3,6 +3,7 @@
     python benchmarks/speed.py --section layer [--json benchmarks/out/speed_layer.json]
     python benchmarks/speed.py --section encode [--json benchmarks/out/speed_encode.json]
     python benchmarks/speed.py --section e2e [--json benchmarks/out/speed_e2e.json]
+    python benchmarks/speed.py --section memory [--json benchmarks/out/speed_memory.json]
 
 Sections (more are added as the project grows):
 - layer: the bottleneck core.
@@ -27,6 +28,15 @@ Sections (more are added as the project grows):
   test), and the same training done the reference code's way (the encoder in every training
   and evaluation step, key-init epochs through the encoder).
 
+- memory: DKVB's key initialisation (one EMA epoch, blocks streamed from the memory-mapped
+  feature cache) and index computation (`quantize_cached` into a memory-mapped int16 file) on
+  synthetic clustered token states in the feature cache's format (float16, D=384, about 12
+  tokens per text), for N texts and --memory-scale x N texts (default 20,000 and 200,000:
+  240k and 2.4M token rows, C=16, K=4096; --memory-keys for a quick run). Reports time,
+  ru_maxrss and the peak *anonymous* RSS (RssAnon, sampled every 20 ms): the memory-mapped
+  states and indices are file-backed pages the kernel can write back and drop, anonymous
+  memory is not, so that is the number that must stay flat as the data grows.
+
 Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
 """
 
@@ -36,8 +46,11 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -486,7 +499,212 @@ def section_e2e(args) -> dict:
     return res
 
 
-SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e}
+# ------------------------------------------------------------------ memory: data larger than memory
+
+MEMORY_DIM = 384
+
+
+class AnonPeak:
+    """Samples this process's RssAnon and RssFile (/proc/self/status) every `interval` s."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+        self.start_anon, self.start_file = self.read()
+        self.peak_anon, self.peak_file = self.start_anon, self.start_file
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def read() -> tuple[float, float]:
+        """(RssAnon, RssFile) now, in MB."""
+        fields = {}
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(("RssAnon:", "RssFile:")):
+                    name, value = line.split(":")
+                    fields[name] = int(value.split()[0]) / 1024  # kB
+        return fields.get("RssAnon", float("nan")), fields.get("RssFile", float("nan"))
+
+    def sample(self) -> None:
+        anon, file = self.read()
+        self.peak_anon, self.peak_file = max(self.peak_anon, anon), max(self.peak_file, file)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
+def open_synthetic_features(folder: str):
+    """The synthetic entry written by `memory_data`, opened as the feature cache opens entries."""
+    import numpy as np
+
+    from dkvb_nlp.engine.feature_cache import CachedFeatures
+
+    folder = Path(folder)
+    return CachedFeatures(np.load(folder / "states.npy", mmap_mode="r"), np.load(folder / "offsets.npy"),
+                          np.load(folder / "pooled.npy", mmap_mode="r"), "synthetic")
+
+
+@worker
+def memory_data(folder: str, texts: int, dim: int = MEMORY_DIM, seed: int = 0, block_texts: int = 2048) -> dict:
+    """Write synthetic clustered token states in the feature cache's format, block by block.
+
+    Each text has a topic (64) and each token a word cluster (2,048): state = word centre +
+    0.5 x topic centre + noise, 4 to 20 tokens per text (about 12). Written straight into the
+    .npy memmaps (states float16, pooled float32, offsets int64), never whole in memory.
+    """
+    import numpy as np
+
+    start = time.perf_counter()
+    with AnonPeak() as mem:
+        out = Path(folder)
+        out.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(seed)
+        lengths = rng.integers(4, 21, texts)
+        offsets = np.zeros(texts + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        np.save(out / "offsets.npy", offsets)
+        words = rng.standard_normal((2048, dim), dtype=np.float32)
+        topics = rng.standard_normal((64, dim), dtype=np.float32)
+        states = np.lib.format.open_memmap(out / "states.npy", mode="w+", dtype=np.float16,
+                                           shape=(int(offsets[-1]), dim))
+        pooled = np.lib.format.open_memmap(out / "pooled.npy", mode="w+", dtype=np.float32, shape=(texts, dim))
+        for s in range(0, texts, block_texts):
+            e = min(texts, s + block_texts)
+            n_tok = int(offsets[e] - offsets[s])
+            topic = np.repeat(rng.integers(64, size=e - s), lengths[s:e])
+            x = words[rng.integers(2048, size=n_tok)]
+            x += 0.5 * topics[topic]
+            x += 0.3 * rng.standard_normal((n_tok, dim), dtype=np.float32)
+            x16 = x.astype(np.float16)
+            states[offsets[s] : offsets[e]] = x16
+            pooled[s:e] = np.add.reduceat(x16.astype(np.float32), offsets[s:e] - offsets[s]) / lengths[s:e, None]
+        states.flush()
+        pooled.flush()
+        del states, pooled
+    size = sum(p.stat().st_size for p in out.glob("*.npy"))
+    return {"texts": texts, "tokens": int(offsets[-1]), "bytes_on_disk": size, "seconds": time.perf_counter() - start,
+            "peak_anon_mb": mem.peak_anon, "peak_rss_mb": peak_rss_mb()}
+
+
+@worker
+def memory_run(folder: str, codebooks: int, keys: int, batch_rows: int = 8192) -> dict:
+    """DKVB's key init (1 EMA epoch) + index computation, streamed from the memmaps in `folder`.
+
+    The strategy's own code path: `key_init_blocks` (what `DKVBStrategy._key_init_rows`
+    yields) into `KeyValueBottleneck.init_keys`, then `quantize_cached` into a memory-mapped
+    temporary file in the entry's folder (as `DKVBStrategy.indices` does in the cache folder).
+    """
+    import numpy as np
+
+    from dkvb_nlp import KeyValueBottleneck
+    from dkvb_nlp.bottleneck.search import faiss_available
+    from dkvb_nlp.strategies.dkvb import _Reiterable, key_init_blocks, quantize_cached
+
+    if faiss_available():
+        import faiss  # noqa: F401 - loaded before the baseline is taken, as torch is
+
+    feats = open_synthetic_features(folder)
+    before = set(Path(folder).iterdir())
+    with AnonPeak() as mem:
+        model = KeyValueBottleneck(MEMORY_DIM, codebooks, keys, num_classes=10, seed=0)
+        t0 = time.perf_counter()
+        model.init_keys(_Reiterable(lambda: key_init_blocks([feats], model.pooling, batch_rows, seed=17)),
+                        epochs=1, decay=0.95)
+        t1 = time.perf_counter()
+        mem.sample()
+        keys_peak_anon = mem.peak_anon
+        idx = quantize_cached(model, feats, folder=folder)
+        t2 = time.perf_counter()
+        # Touch the result as training would (every row once, a block at a time).
+        used = 0
+        for s in range(0, idx.shape[0], 4096):
+            used += int((idx[s : s + 4096, :, 0] >= 0).sum())
+        end_anon = mem.read()[0]
+    left = sorted(p.name for p in set(Path(folder).iterdir()) - before)
+    return {"texts": len(feats), "tokens": int(feats.offsets[-1]), "key_init_seconds": t1 - t0,
+            "index_seconds": t2 - t1, "index_shape": list(idx.shape), "index_dtype": str(idx.dtype),
+            "index_bytes": idx.numel() * idx.element_size(), "index_bytes_int32": idx.numel() * 4,
+            "valid_tokens_seen": used, "files_left_behind": left, "start_anon_mb": mem.start_anon,
+            "key_init_peak_anon_mb": keys_peak_anon, "peak_anon_mb": mem.peak_anon,
+            "end_anon_mb": end_anon, "peak_file_mb": mem.peak_file, "peak_rss_mb": peak_rss_mb()}
+
+
+def section_memory(args) -> dict:
+    """Key init + index computation at N and scale x N texts: peak anonymous memory must stay flat."""
+    scales = (1, args.memory_scale)
+    tokens = args.memory_texts * scales[-1] * 12
+    root = Path(tempfile.mkdtemp(prefix="dkvb-speed-memory-", dir=args.memory_dir))
+    free = shutil.disk_usage(root).free
+    need = tokens * MEMORY_DIM * 2 * 1.2
+    if free < need:
+        shutil.rmtree(root, ignore_errors=True)
+        raise SystemExit(f"--section memory needs about {need / 1e9:.1f} GB free in {root.parent}, "
+                         f"{free / 1e9:.1f} GB are; use --memory-dir or fewer --memory-texts")
+    res = {}
+    try:
+        for scale in scales:
+            folder = root / f"x{scale}"
+            res[f"data_x{scale}"] = run_worker("memory_data", folder=str(folder), texts=args.memory_texts * scale)
+            res[f"run_x{scale}"] = run_worker("memory_run", folder=str(folder), codebooks=args.memory_codebooks,
+                                              keys=args.memory_keys)
+            shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    a, b = (res[f"run_x{s}"] for s in scales)
+    da, db = (res[f"data_x{s}"] for s in scales)
+    nan = float("nan")
+
+    def row(label, x, y, target="", fmt="12,.1f"):
+        ratio = y / x if x == x and y == y and x else nan
+        print(f"{label:46s} {x:{fmt}} {y:{fmt}} {ratio:8.2f}  {target}")
+
+    mb = 1024 ** 2
+    print(f"\nDKVB key init (1 EMA epoch) + key indices, streamed from memmaps: C={args.memory_codebooks}, "
+          f"K={args.memory_keys}, D={MEMORY_DIM}, fp16 states")
+    print(f"{'measurement':46s} {'N':>12s} {str(scales[-1]) + 'N':>12s} {'ratio':>8s}  target")
+    row("texts", a.get("texts", nan), b.get("texts", nan), fmt="12,.0f")
+    row("token rows", a.get("tokens", nan), b.get("tokens", nan), fmt="12,.0f")
+    row("synthetic states + pooled on disk (MB)", da.get("bytes_on_disk", nan) / mb, db.get("bytes_on_disk", nan) / mb)
+    row("key indices, memmap file (MB)", a.get("index_bytes", nan) / mb, b.get("index_bytes", nan) / mb,
+        f"{a.get('index_dtype', '?')}; before: int32 in anonymous memory")
+    row("  (the same as int32 in memory, before) (MB)", a.get("index_bytes_int32", nan) / mb,
+        b.get("index_bytes_int32", nan) / mb)
+    row("key init, 1 EMA epoch (s)", a.get("key_init_seconds", nan), b.get("key_init_seconds", nan),
+        "~linear (noisy: shared machine)")
+    row("index computation (s)", a.get("index_seconds", nan), b.get("index_seconds", nan), "~linear")
+    row("peak RSS, ru_maxrss (MB)", a.get("peak_rss_mb", nan), b.get("peak_rss_mb", nan),
+        "includes reclaimable file-backed pages")
+    row("peak file-backed RSS, RssFile (MB)", a.get("peak_file_mb", nan), b.get("peak_file_mb", nan))
+    row("anonymous RSS at start (torch, faiss) (MB)", a.get("start_anon_mb", nan), b.get("start_anon_mb", nan))
+    row("peak anonymous RSS, key init (MB)", a.get("key_init_peak_anon_mb", nan), b.get("key_init_peak_anon_mb", nan))
+    row("peak anonymous RSS, key init + indices (MB)", a.get("peak_anon_mb", nan), b.get("peak_anon_mb", nan),
+        "~1.0 (flat)")
+    row("  above the start (MB)", a.get("peak_anon_mb", nan) - a.get("start_anon_mb", nan),
+        b.get("peak_anon_mb", nan) - b.get("start_anon_mb", nan), "~1.0 (flat)")
+    row("anonymous RSS at the end, indices held (MB)", a.get("end_anon_mb", nan), b.get("end_anon_mb", nan),
+        "~1.0 (flat)")
+    row("peak anonymous RSS, writing the data (MB)", da.get("peak_anon_mb", nan), db.get("peak_anon_mb", nan),
+        "~1.0 (streamed)")
+    left = a.get("files_left_behind", []) + b.get("files_left_behind", [])
+    print(f"index temp files left behind: {left or 'none'}")
+    for key, r in res.items():
+        if r.get("failed"):
+            print(f"{key} failed (rc {r['returncode']}): {r['error']}")
+    return res
+
+
+SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e, "memory": section_memory}
 
 
 def main(argv=None):
@@ -502,6 +720,11 @@ def main(argv=None):
     parser.add_argument("--e2e-epochs", type=int, default=10, help="epochs per task in the e2e section")
     parser.add_argument("--skip-reference", action="store_true", help="e2e: skip the slow reference-style run")
     parser.add_argument("--encode-texts", type=int, default=0, help="encode only the first N texts (0: all)")
+    parser.add_argument("--memory-texts", type=int, default=20_000, help="memory: N, texts of the smaller set")
+    parser.add_argument("--memory-scale", type=int, default=10, help="memory: the larger set has this x N texts")
+    parser.add_argument("--memory-keys", type=int, default=4096, help="memory: K (fewer for a quick run)")
+    parser.add_argument("--memory-codebooks", type=int, default=16, help="memory: C (must divide 384)")
+    parser.add_argument("--memory-dir", help="memory: where the synthetic data goes (default: the temp dir)")
     parser.add_argument("--json", type=Path, help="write all measurements here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--kwargs", default="{}", help=argparse.SUPPRESS)

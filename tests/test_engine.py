@@ -140,12 +140,15 @@ def test_two_processes_match_one(tiny_encoder_dir, tmp_path):
     (["--set", "colour=blue"], "unknown option 'colour'"),
     (["--seeds", "0,x"], "--seeds '0,x': give comma-separated integers"),
     (["--dataset", "no_such_data"], "no_such_data"),
+    (["--set", "dkvb.num_codebooks=5"], "num_codebooks=5 does not divide hidden size 384; use one of 1, 2, 3, 4, 6"),
+    (["--set", "dkvb.num_keys=0"], "num_keys=0 must be an integer >= 1"),
 ])
 def test_bad_options_give_one_clear_error(args, message, tmp_path):
     proc = run_job(["--output-dir", tmp_path / "o", "--cache-dir", tmp_path / "c", "--max-train-per-class", "2", *args],
                    check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir()), "it encoded before failing"
 
 
 def test_unknown_config_key_is_rejected(tmp_path):

@@ -267,8 +267,8 @@ class KeyValueBottleneck(nn.Module):
                 or indices.shape[-1] != self.num_codebooks:
             shape = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
             raise ValueError(f"indices must be (B, C) or (B, T, C) with C={self.num_codebooks}, got {shape}")
-        if indices.dtype not in (torch.int64, torch.int32):
-            raise ValueError(f"indices must be int64/int32, got {indices.dtype}")
+        if indices.dtype not in (torch.int64, torch.int32, torch.int16):
+            raise ValueError(f"indices must be int64/int32/int16, got {indices.dtype}")
         if indices.numel() == 0:
             return
         low = PAD if indices.dim() == 3 else 0  # padding exists only for token positions

@@ -86,15 +86,24 @@ class ValueSGD:
         self._update_values(indices, grad)
         return float(loss.detach())
 
-    def epoch(self, indices: torch.Tensor, labels: torch.Tensor, batch_size: int = 256,
+    def epoch(self, indices, labels: torch.Tensor, batch_size: int = 256,
               generator: torch.Generator | None = None) -> float:
-        """One shuffled pass over in-memory indices (N, [T,] C) and labels (N,); mean loss."""
-        if indices.shape[0] != labels.shape[0]:
-            raise ValueError(f"{indices.shape[0]} index rows but {labels.shape[0]} labels")
-        if indices.shape[0] == 0:
+        """One shuffled pass over indices (N, [T,] C) and labels (N,); mean loss.
+
+        `indices` is a tensor (int64/int32/int16, possibly memory-mapped) or an index set that
+        gathers batches itself: `len()`, `indices[batch]` -> a tensor, `indices.check(model)`
+        (e.g. the union of several splits, gathered without concatenating them).
+        """
+        n = len(indices)
+        if n != labels.shape[0]:
+            raise ValueError(f"{n} index rows but {labels.shape[0]} labels")
+        if n == 0:
             raise ValueError("epoch() got no examples")
-        self.model.check_indices(indices)
-        order = torch.randperm(indices.shape[0], generator=generator)
+        if isinstance(indices, torch.Tensor):
+            self.model.check_indices(indices)
+        else:
+            indices.check(self.model)
+        order = torch.randperm(n, generator=generator)
         total = 0.0
         for start in range(0, order.numel(), batch_size):
             batch = order[start : start + batch_size]

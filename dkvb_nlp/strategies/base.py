@@ -70,6 +70,9 @@ class Strategy:
         self.ctx = ctx
         self.opts = build_options(self.Options, options, self.name)
 
+    def validate(self) -> None:
+        """Raise a ValueError now for options this run's encoder or stream cannot take (before any encoding)."""
+
     def setup(self, state: dict[str, torch.Tensor] | None = None, meta: dict | None = None) -> None:
         """Prepare before the first task, or restore from a checkpoint's `state`/`meta`."""
         if state is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .base import STRATEGIES
-from .dkvb import DKVBStrategy
+from .dkvb import DKVBStrategy, IndexRows
 
 
 def pad_tokens(indices: list[torch.Tensor]) -> torch.Tensor:
@@ -52,7 +52,9 @@ class DKVBJointStrategy(DKVBStrategy):
                 grow = self._classes_needed(task_id, 0) - head.num_classes
                 if grow > 0:
                     head.add_classes(grow)
-            idx, labels = pad_tokens([i for i, _ in parts]), torch.cat([y for _, y in parts])
+            # The union, gathered batch by batch from each split's (memory-mapped) indices:
+            # the same batches as `pad_tokens` over the splits, without concatenating them.
+            idx, labels = IndexRows([i for i, _ in parts]), torch.cat([y for _, y in parts])
             dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
             dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
             # The same optimiser as `dkvb` (tests check that task 0 gives identical values).
