@@ -143,7 +143,8 @@ def run(cfg, overwrite: bool = False) -> int:
     for seed in cfg.seeds:
         stream = build_stream(cfg, seed)
         streams[seed] = stream
-        dataset = str(stream.options.get("dataset") or ",".join(stream.options.get("datasets", [])))
+        # One label for every seed: task_type_il's seeds reorder the datasets, the label must not.
+        dataset = str(stream.options.get("dataset") or ",".join(sorted(stream.options.get("datasets", []))))
         say(stream.summary() if seed == cfg.seeds[0] else f"seed {seed}: task order {[t.name for t in stream]}")
         ctx = RunContext(stream, cache, seed, cfg.encoder, process=process, progress=cfg.progress,
                          max_length=cfg.max_length)

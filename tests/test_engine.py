@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -156,3 +157,24 @@ def test_unknown_config_key_is_rejected(tmp_path):
     cfg.write_text("scenario: class_il\nepochs: 3\n")
     proc = run_job(["--config", cfg, "--output-dir", tmp_path / "o"], check=False)
     assert proc.returncode == 2 and "unknown key(s) ['epochs']" in proc.stderr
+
+
+def test_task_type_il_seeds_share_one_label_and_one_table_row(tiny_encoder_dir, tmp_path):
+    """Seeds reorder task_type_il's datasets; the runs must still aggregate as one method."""
+    folders = []
+    for name, words in (("sent", ("good", "bad")), ("topic", ("sport", "money"))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for split in ("train", "test"):
+            rows = [{"text": f"{w} text number {i}", "label": w} for i in range(8) for w in words]
+            (folder / f"{split}.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+        folders.append(str(folder))
+    out = tmp_path / "out"
+    proc = run_job(["--scenario", "task_type_il", "--dataset", ",".join(folders), "--methods", "nmc",
+                    "--seeds", "0,1", "--encoder", tiny_encoder_dir("bert"), "--output-dir", out,
+                    "--cache-dir", tmp_path / "cache", "--no-progress"])
+    runs = json.loads((out / "results.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1] and runs[0]["task_names"] != runs[1]["task_names"]
+    assert runs[0]["dataset"] == runs[1]["dataset"] == ",".join(sorted(folders))
+    rows = [line for line in (out / "summary.md").read_text().splitlines() if "nmc" in line]
+    assert len(rows) == 1 and re.search(r"\|\s*2\s*\|", rows[0]), proc.stdout[-2000:]  # one row, 2 seeds
