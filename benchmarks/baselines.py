@@ -30,7 +30,7 @@ RUNS = [
     ("dsc", "dsc3", f"--scenario domain_il --dataset dsc --methods {CHEAP} --seeds 0 --max-train-per-class 250"),
     ("dsc", "dsc_ft", "--scenario domain_il --dataset dsc --methods finetune --seeds 0 --max-train-per-class 250"),
     ("glue", "glue3", f"--scenario task_type_il --methods {CHEAP} --seeds 0,1,2 --max-train-per-class 1000"),
-    ("glue", "glue_ft", "--scenario task_type_il --methods finetune,finetune_joint --seeds 0 --max-train-per-class 1000"),
+    ("glue", "glue_ft", "--scenario task_type_il --methods finetune --seeds 0 --max-train-per-class 1000"),
 ]
 
 TITLES = {
