@@ -10,9 +10,16 @@ from datasets import Dataset, DatasetDict
 from dkvb_nlp.bottleneck import KeyValueBottleneck, ValueSGD
 from dkvb_nlp.engine.feature_cache import CachedFeatures
 from dkvb_nlp.strategies.dkvb import IndexRows, index_array, index_dtype, key_init_blocks, quantize_cached
-from dkvb_nlp.strategies.dkvb_joint import pad_tokens
 
 DIM = 12
+
+
+def pad_tokens(indices: list[torch.Tensor]) -> torch.Tensor:
+    """IndexRows' reference: the (N_i, [T_i,] C) parts concatenated along N, token axes padded with -1."""
+    if indices[0].dim() == 2:
+        return torch.cat(indices)
+    t = max(i.shape[1] for i in indices)
+    return torch.cat([torch.nn.functional.pad(i, (0, 0, 0, t - i.shape[1]), value=-1) for i in indices])
 
 
 def make_features(folder, n: int = 37, seed: int = 0, max_tokens: int = 9) -> CachedFeatures:

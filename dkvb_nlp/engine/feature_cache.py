@@ -183,8 +183,9 @@ class FeatureCache:
             batches = iter_encoded(self.encoder, self.tokenizer, sub_texts, sub_pairs, max_length=self.max_length,
                                    batch_size=self.batch_size, autocast=self.autocast, encoding=sub_enc,
                                    progress=self.progress and state.is_main_process and len(texts) > 2000)
+            mine_ids = np.asarray(mine)
             for batch in batches:
-                self._write_batch(batch, np.asarray(mine)[batch.positions.numpy()], texts, offsets, states, pooled)
+                self._write_batch(batch, mine_ids[batch.positions.numpy()], texts, offsets, states, pooled)
                 crash_point("cache.batch_written")
         states.flush()
         pooled.flush()
@@ -208,18 +209,19 @@ class FeatureCache:
         if not np.array_equal(counts.numpy(), expected):
             j = int(np.flatnonzero(counts.numpy() != expected)[0])
             raise RuntimeError(f"text {text_ids[j]}: {int(counts[j])} token states, expected {expected[j]}")
+        ends = np.cumsum(expected)  # each text's end row within this batch's rows
         rows = batch.states[mask]  # (tokens, D), each text's tokens together, texts in batch order
         rows16 = rows.to(torch.float16).numpy()
         if not np.isfinite(rows16).all():  # NaN/inf from the encoder, or beyond float16's range
             bad = int(np.flatnonzero(~np.isfinite(rows16).all(1))[0])
-            j = int(np.searchsorted(np.cumsum(expected), bad, side="right"))
+            j = int(np.searchsorted(ends, bad, side="right"))
             i = int(text_ids[j])
             raise ValueError(f"the encoder produced non-finite token states (NaN or infinite, or beyond float16's "
                              f"range of +-65504) for text {i} ({texts[i][:60]!r}); nothing was cached. Check the "
                              "encoder's weights, or set autocast: off if reduced precision overflows")
         # Destination rows: text j's tokens go to offsets[i_j] .. offsets[i_j + 1].
         starts = offsets[text_ids]
-        dest = np.repeat(starts - np.concatenate([[0], np.cumsum(expected)[:-1]]), expected) + np.arange(len(rows16))
+        dest = np.repeat(starts - (ends - expected), expected) + np.arange(len(rows16))
         states[dest] = rows16
         pooled[text_ids] = ((batch.states * mask.unsqueeze(-1)).sum(1) / counts.clamp_min(1).unsqueeze(-1)).numpy()
 

@@ -157,8 +157,7 @@ class DKVBStrategy(Strategy):
     def _index_folder(self) -> Path | None:
         # The cache folder itself, not a subfolder: every entry of a cache folder is a complete
         # cache entry (tests/test_reliability.py), and the index files never appear in it.
-        cache = getattr(self.ctx, "cache", None)
-        return Path(cache.cache_dir) if getattr(cache, "cache_dir", None) is not None else None
+        return Path(self.ctx.cache.cache_dir) if self.ctx.cache is not None else None
 
     # ------------------------------------------------------------------ learning
     def _classes_needed(self, task_id: int, head: int) -> int:
@@ -335,8 +334,8 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
 class IndexRows:
     """Index tensors of several splits seen as one (N, [T,] C) set, gathered batch by batch.
 
-    Equal, batch for batch, to `dkvb_joint.pad_tokens(parts)[batch].long()` (token axes
-    padded with -1 to the longest part), without concatenating the parts: they stay where
+    Equal, batch for batch, to the parts concatenated along N (token axes padded with -1 to
+    the longest part) and converted to int64, without concatenating the parts: they stay where
     they are (memory-mapped), and only a batch is converted to int64.
     """
 

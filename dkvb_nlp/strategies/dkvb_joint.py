@@ -15,14 +15,6 @@ from .base import STRATEGIES
 from .dkvb import DKVBStrategy, IndexRows
 
 
-def pad_tokens(indices: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate (N_i, T_i, C) index tensors along N, padding T with -1 (2-D ones as they are)."""
-    if indices[0].dim() == 2:
-        return torch.cat(indices)
-    t = max(i.shape[1] for i in indices)
-    return torch.cat([torch.nn.functional.pad(i, (0, 0, 0, t - i.shape[1]), value=-1) for i in indices])
-
-
 @STRATEGIES.register("dkvb_joint")
 class DKVBJointStrategy(DKVBStrategy):
     """DKVB whose values are re-trained from their initialisation on the union of tasks 0..t."""
@@ -53,7 +45,7 @@ class DKVBJointStrategy(DKVBStrategy):
                 if grow > 0:
                     head.add_classes(grow)
             # The union, gathered batch by batch from each split's (memory-mapped) indices:
-            # the same batches as `pad_tokens` over the splits, without concatenating them.
+            # the same batches as the splits concatenated (token axes padded with -1), without concatenating them.
             idx, labels = IndexRows([i for i, _ in parts]), torch.cat([y for _, y in parts])
             dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
             dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
