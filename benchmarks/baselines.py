@@ -27,10 +27,13 @@ RUNS = [
     ("clinc150", "clinc3", "--scenario class_il --methods dkvb,finetune,linear,mlp,ewc,er,derpp,lwf,nmc,ranpac,joint "
                            "--seeds 0,1,2"),
     ("clinc150", "clinc_joint", "--scenario class_il --methods dkvb_joint --seeds 0"),
+    ("clinc150", "clinc_ftj", "--scenario class_il --methods finetune_joint --seeds 0,1,2"),
     ("dsc", "dsc3", f"--scenario domain_il --dataset dsc --methods {CHEAP} --seeds 0 --max-train-per-class 250"),
     ("dsc", "dsc_ft", "--scenario domain_il --dataset dsc --methods finetune --seeds 0 --max-train-per-class 250"),
+    ("dsc", "dsc_ftj", "--scenario domain_il --dataset dsc --methods finetune_joint --seeds 0 --max-train-per-class 250"),
     ("glue", "glue3", f"--scenario task_type_il --methods {CHEAP} --seeds 0,1,2 --max-train-per-class 1000"),
     ("glue", "glue_ft", "--scenario task_type_il --methods finetune --seeds 0 --max-train-per-class 1000"),
+    ("glue", "glue_ftj", "--scenario task_type_il --methods finetune_joint --seeds 0 --max-train-per-class 1000"),
 ]
 
 TITLES = {

@@ -11,11 +11,13 @@ from dkvb_nlp.engine import (
     accuracy,
     average_incremental_accuracy,
     bwt,
+    check_accuracy_matrix,
     final_accuracy,
     forgetting,
     forward_transfer,
     macro_f1,
     summarize,
+    unmeasured_rows,
 )
 
 # Rows: after training task i; columns: evaluated on task j.
@@ -180,3 +182,31 @@ def test_forgetting_is_non_negative_when_accuracy_only_drops(a):
         b[j:, j] = np.minimum.accumulate(a[j:, j])
     assert forgetting(b) >= -1e-12
     assert forgetting(b) == pytest.approx(-bwt(b))
+
+
+# A method evaluated only after the last task (finetune_joint's 'final' schedule).
+FINAL_ONLY = [[None, None, None], [np.nan, np.nan, np.nan], [0.6, 0.9, 0.9]]
+
+
+def test_unmeasured_rows_give_the_final_accuracy_only():
+    assert unmeasured_rows(FINAL_ONLY) == [0, 1] and unmeasured_rows(A3) == []
+    assert final_accuracy(FINAL_ONLY) == pytest.approx(0.8)
+    assert summarize(FINAL_ONLY) == {"final_accuracy": pytest.approx(0.8), "average_incremental_accuracy": None,
+                                     "bwt": None, "forgetting": None}
+    for fn in (average_incremental_accuracy, bwt, forgetting):
+        with pytest.raises(ValueError, match=r"rows \[0, 1\] not evaluated"):
+            fn(FINAL_ONLY)
+    checked = check_accuracy_matrix(FINAL_ONLY, allow_unmeasured_rows=True)
+    assert np.isnan(checked[:2]).all() and checked[2].tolist() == [0.6, 0.9, 0.9]
+
+
+@pytest.mark.parametrize("bad, match", [
+    ([[0.5, np.nan], [0.5, 0.5]], r"\(0, 1\) is nan"),  # a row is measured entirely or not at all
+    ([[0.5, 0.5], [np.nan, np.nan]], r"\(1, 0\) is nan"),  # the last row is always measured
+    ([[None, None], [0.5, 1.5]], r"\[0, 1\].*max 1.5"),
+])
+def test_unmeasured_rows_are_whole_rows_before_the_last(bad, match):
+    with pytest.raises(ValueError, match=match):
+        check_accuracy_matrix(bad, allow_unmeasured_rows=True)
+    with pytest.raises(ValueError, match=match):
+        summarize(bad)

@@ -290,3 +290,26 @@ def test_write_report_collision_writes_nothing(tmp_path):
     with pytest.raises(ValueError, match="two outputs would be named accuracy_matrix_a_seed1.csv"):
         write_report(results, tmp_path / "out", echo=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_final_only_run_reports_its_final_accuracy_and_blanks(tmp_path, capsys):
+    # finetune_joint's default: evaluated only after the last task, so rows 0 and 1 are null.
+    results = fake_results()
+    last = [0.7, 0.8, 0.9]
+    run = make_run("finetune_joint", 0, "domain_incremental", "amazon", [[None] * 3, [float("nan")] * 3, last],
+                   macro_f1_matrix=[[None] * 3, [None] * 3, last], train_seconds=5.0, task_names=TASKS)
+    assert run["accuracy_matrix"][:2] == [[None] * 3] * 2  # the record equals its JSON
+    assert run["final_accuracy"] == pytest.approx(0.8) and run["bwt"] is None and run["forgetting"] is None
+    results["runs"].append(run)
+    paths = write_report(results, tmp_path)
+    assert read_results(paths["results.json"]) == results
+    row = next(line for line in format_table(results).splitlines() if line.startswith("finetune_joint"))
+    assert row.split()[1:6] == ["1", "80.00", "-", "-", "-"]
+    with open(paths["accuracy_matrix_finetune_joint.csv"], newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[1][1:] == ["", "", ""] and [float(v) for v in rows[3][1:]] == last
+    assert paths["accuracy_heatmap_finetune_joint.png"].read_bytes().startswith(PNG_MAGIC)
+    bad = json.loads(json.dumps(results))
+    bad["runs"][-1]["bwt"] = 0.0
+    with pytest.raises(ValueError, match=r"runs\[4\].bwt is 0.0 but its accuracy_matrix has unmeasured rows"):
+        validate_results(bad)

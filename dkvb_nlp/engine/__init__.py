@@ -11,6 +11,7 @@ from .metrics import (
     forward_transfer,
     macro_f1,
     summarize,
+    unmeasured_rows,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "forward_transfer",
     "macro_f1",
     "summarize",
+    "unmeasured_rows",
 ]

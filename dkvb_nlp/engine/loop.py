@@ -61,8 +61,9 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
         t0 = time.perf_counter()
         strategy.learn(t)
         t1 = time.perf_counter()
-        row_acc, row_f1 = [], []
-        for j in range(n):
+        evaluated = t == n - 1 or strategy.evaluates_after(t)
+        row_acc, row_f1 = ([], []) if evaluated else ([None] * n, [None] * n)  # None: not evaluated
+        for j in range(n if evaluated else 0):
             pred = predict(ctx, strategy, j, after_task=t)
             labels = ctx.split(j, "test").labels
             row_acc.append(accuracy(pred, labels))
@@ -72,9 +73,9 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
         eval_seconds += t2 - t1
         acc_rows.append(row_acc)
         f1_rows.append(row_f1)
-        seen = np.mean(row_acc[: t + 1])
-        log(f"[{strategy.name} seed {ctx.seed}] task {t + 1}/{n} {stream[t].name}: accuracy on seen tasks "
-            f"{100 * seen:.1f}%, learn {t1 - t0:.1f}s, eval {t2 - t1:.1f}s")
+        done = f"accuracy on seen tasks {100 * np.mean(row_acc[: t + 1]):.1f}%" if evaluated else "not evaluated"
+        log(f"[{strategy.name} seed {ctx.seed}] task {t + 1}/{n} {stream[t].name}: {done}, "
+            f"learn {t1 - t0:.1f}s, eval {t2 - t1:.1f}s")
         crash_point("task.learned")
         if ckpt is not None and ctx.process.is_main_process:
             tensors, meta = strategy.state()

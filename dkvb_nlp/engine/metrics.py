@@ -14,6 +14,12 @@ above the diagonal: the "accuracy on all tasks" curve and forward transfer read 
 With a single task (T == 1) there is nothing to look back (or forward) on: BWT, forgetting
 and FWT are 0.0, not None, so that they average over seeds and print like any other value.
 
+A method that learns only once, after the last task (`finetune_joint`'s default: the
+multi-task upper bound), is evaluated only then. Its earlier rows are unmeasured: all NaN
+(None in JSON). `check_accuracy_matrix(..., allow_unmeasured_rows=True)` accepts such a
+matrix, `summarize` gives its final accuracy and None for the metrics that need the earlier
+rows (AIA, BWT, forgetting), and those metric functions refuse it.
+
 Since the max in forgetting includes l = j, forgetting_j >= A[j][j] - A[T-1][j] = -BWT_j per
 task, hence forgetting >= -BWT; both are 0 when every task keeps its just-trained accuracy.
 """
@@ -35,14 +41,18 @@ __all__ = [
     "macro_f1",
     "SUMMARY_FIELDS",
     "summarize",
+    "unmeasured_rows",
 ]
 
 # The names under which summarize() reports, and results.json stores, the scalar metrics.
 SUMMARY_FIELDS = ("final_accuracy", "average_incremental_accuracy", "bwt", "forgetting")
 
 
-def check_accuracy_matrix(matrix, name: str = "accuracy matrix") -> np.ndarray:
-    """The matrix as float64, or a ValueError unless it is a non-empty finite square in [0, 1]."""
+def check_accuracy_matrix(matrix, name: str = "accuracy matrix", *, allow_unmeasured_rows: bool = False) -> np.ndarray:
+    """The matrix as float64, or a ValueError unless it is a non-empty finite square in [0, 1].
+
+    With `allow_unmeasured_rows`, rows before the last may be entirely NaN/None (not evaluated).
+    """
     try:
         a = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError) as err:
@@ -52,24 +62,39 @@ def check_accuracy_matrix(matrix, name: str = "accuracy matrix") -> np.ndarray:
         raise ValueError(f"{name} must be square (T x T); got shape {a.shape}")
     if a.shape[0] == 0:
         raise ValueError(f"{name} is empty; at least one task (1 x 1) is needed")
-    if not np.all(np.isfinite(a)):
-        bad = tuple(int(k) for k in np.argwhere(~np.isfinite(a))[0])
+    finite = np.isfinite(a)
+    if allow_unmeasured_rows:
+        # A whole row of NaN is "not evaluated after that task"; the last row must be measured.
+        finite[:-1] |= np.isnan(a[:-1]).all(axis=1, keepdims=True)
+    if not np.all(finite):
+        blank = [int(i) for i in np.flatnonzero(np.isnan(a).all(axis=1))]
+        if blank and not allow_unmeasured_rows:
+            raise ValueError(f"{name} has rows {blank} not evaluated (a method evaluated only after the last "
+                             "task); this metric needs every row")
+        bad = tuple(int(k) for k in np.argwhere(~finite)[0])
         raise ValueError(
             f"{name} must be finite; entry {bad} is {a[bad]} "
             "(evaluate every task after every task, also the ones not trained yet)"
         )
-    if a.min() < 0.0 or a.max() > 1.0:
+    lo, hi = np.nanmin(a), np.nanmax(a)
+    if lo < 0.0 or hi > 1.0:
         # The usual slip is percentages; every report multiplies by 100 itself.
         raise ValueError(
             f"{name} values must be fractions in [0, 1], not percentages; "
-            f"got min {a.min():g}, max {a.max():g}"
+            f"got min {lo:g}, max {hi:g}"
         )
     return a
 
 
+def unmeasured_rows(matrix) -> list[int]:
+    """Indices of the rows that were not evaluated (all NaN); [] for a complete matrix."""
+    a = check_accuracy_matrix(matrix, allow_unmeasured_rows=True)
+    return [int(i) for i in np.flatnonzero(np.isnan(a).all(axis=1))]
+
+
 def final_accuracy(matrix) -> float:
     """Mean accuracy over all tasks after training the last task."""
-    a = check_accuracy_matrix(matrix)
+    a = check_accuracy_matrix(matrix, allow_unmeasured_rows=True)
     return float(a[-1].mean())
 
 
@@ -114,8 +139,14 @@ def forward_transfer(matrix, baseline: Sequence[float]) -> float:
 
 
 def summarize(matrix) -> dict:
-    """The scalar metrics of an accuracy matrix, keyed by SUMMARY_FIELDS."""
-    a = check_accuracy_matrix(matrix)
+    """The scalar metrics of an accuracy matrix, keyed by SUMMARY_FIELDS.
+
+    With unmeasured rows (a method evaluated only after the last task), only the final accuracy
+    is defined; the other fields are None.
+    """
+    a = check_accuracy_matrix(matrix, allow_unmeasured_rows=True)
+    if unmeasured_rows(a):
+        return {field: (final_accuracy(a) if field == "final_accuracy" else None) for field in SUMMARY_FIELDS}
     return {
         "final_accuracy": final_accuracy(a),
         "average_incremental_accuracy": average_incremental_accuracy(a),

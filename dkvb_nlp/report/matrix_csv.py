@@ -35,8 +35,9 @@ def matrix_csv_text(matrix, task_names: Sequence[str]) -> str:
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([CORNER, *task_names])
     for name, row in zip(task_names, a):
-        # repr-precision floats: the CSV must round-trip to the numbers in results.json.
-        writer.writerow([name, *(repr(float(v)) for v in row)])
+        # repr-precision floats: the CSV must round-trip to the numbers in results.json. A row
+        # not evaluated (NaN: a method that learns only after the last task) stays empty.
+        writer.writerow([name, *("" if np.isnan(v) else repr(float(v)) for v in row)])
     return buf.getvalue()
 
 

@@ -64,11 +64,10 @@ def heatmap_png(matrix, task_names: Sequence[str], title: str = "") -> bytes:
     if title:
         ax.set_title(title)
     if t <= ANNOTATE_MAX_TASKS:
-        for i in range(t):
-            for j in range(t):
-                # Dark text on the bright end of viridis, light text on the dark end.
-                ax.text(j, i, f"{100 * a[i, j]:.1f}", ha="center", va="center", fontsize=8,
-                        color="black" if a[i, j] > 0.6 else "white")
+        for i, j in zip(*np.nonzero(np.isfinite(a))):  # unmeasured rows stay blank
+            # Dark text on the bright end of viridis, light text on the dark end.
+            ax.text(j, i, f"{100 * a[i, j]:.1f}", ha="center", va="center", fontsize=8,
+                    color="black" if a[i, j] > 0.6 else "white")
     return _png(fig)
 
 

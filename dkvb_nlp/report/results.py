@@ -10,6 +10,8 @@ Schema (field names are fixed; runs may carry extra fields, e.g. `task_names`)::
      "config": {...}, "versions": {...}}
 
 The four scalar metrics must agree with `summarize(accuracy_matrix)`; `make_run` fills them.
+A method evaluated only after the last task (`finetune_joint`'s default) has null rows before
+the last one, and null AIA, BWT and forgetting.
 JSON has no NaN or infinity: non-finite floats in config or extra fields are written as null.
 """
 
@@ -117,17 +119,15 @@ def make_run(
     **extra,
 ) -> dict:
     """One run record with the scalar metrics computed from accuracy_matrix (extra fields kept)."""
-    a = check_accuracy_matrix(accuracy_matrix)
+    a = check_accuracy_matrix(accuracy_matrix, allow_unmeasured_rows=True)
     run = {
         "method": method,
         "seed": seed,
         "scenario": scenario,
         "dataset": dataset,
-        "accuracy_matrix": a.tolist(),
+        "accuracy_matrix": _nulled(a),
         **summarize(a),
-        "macro_f1_matrix": (
-            None if macro_f1_matrix is None else np.asarray(macro_f1_matrix, float).tolist()
-        ),
+        "macro_f1_matrix": None if macro_f1_matrix is None else _nulled(np.asarray(macro_f1_matrix, float)),
         "train_seconds": None if train_seconds is None else float(train_seconds),
         "trainable_parameters": None if trainable_parameters is None else int(trainable_parameters),
     }
@@ -137,6 +137,11 @@ def make_run(
     run.update(extra)
     _validate_run(run, 0)
     return run
+
+
+def _nulled(matrix: np.ndarray) -> list:
+    """The matrix as lists, an unmeasured (NaN) entry as None: the record equals its JSON."""
+    return [[None if math.isnan(v) else v for v in row] for row in matrix.tolist()]
 
 
 def make_results(runs, config: Mapping | None = None, versions_: Mapping | None = None) -> dict:
@@ -162,10 +167,15 @@ def _validate_run(run: Any, k: int) -> None:
             raise ValueError(f"{where}.{field} must be a non-empty string; got {run[field]!r}")
     if isinstance(run["seed"], bool) or not isinstance(run["seed"], numbers.Integral):
         raise ValueError(f"{where}.seed must be an integer; got {run['seed']!r}")
-    a = check_accuracy_matrix(run["accuracy_matrix"], f"{where}.accuracy_matrix")
+    a = check_accuracy_matrix(run["accuracy_matrix"], f"{where}.accuracy_matrix", allow_unmeasured_rows=True)
     expected = summarize(a)
     for field in SUMMARY_FIELDS:
         value = run[field]
+        if expected[field] is None:
+            if value is not None:
+                raise ValueError(f"{where}.{field} is {value!r} but its accuracy_matrix has unmeasured rows, "
+                                 "so it must be null")
+            continue
         if (
             isinstance(value, bool)
             or not isinstance(value, numbers.Real)
@@ -176,7 +186,7 @@ def _validate_run(run: Any, k: int) -> None:
                 "build runs with make_run() or summarize()"
             )
     if run["macro_f1_matrix"] is not None:
-        f1 = check_accuracy_matrix(run["macro_f1_matrix"], f"{where}.macro_f1_matrix")
+        f1 = check_accuracy_matrix(run["macro_f1_matrix"], f"{where}.macro_f1_matrix", allow_unmeasured_rows=True)
         if f1.shape != a.shape:
             raise ValueError(
                 f"{where}.macro_f1_matrix has shape {f1.shape}; its accuracy_matrix has {a.shape}"

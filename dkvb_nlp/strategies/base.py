@@ -82,6 +82,13 @@ class Strategy:
         """Train on task `task_id`'s training split (and nothing else of the past)."""
         raise NotImplementedError
 
+    def evaluates_after(self, task_id: int) -> bool:
+        """Whether the engine evaluates after learning task `task_id` (False: that matrix row stays null).
+
+        Only a method that learns once, after the last task, says False before it.
+        """
+        return True
+
     def logits(self, data: SplitData) -> torch.Tensor:
         """Scores (N, classes of data.head) for every example of a split."""
         raise NotImplementedError
