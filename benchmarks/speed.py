@@ -4,6 +4,7 @@
     python benchmarks/speed.py --section encode [--json benchmarks/out/speed_encode.json]
     python benchmarks/speed.py --section e2e [--json benchmarks/out/speed_e2e.json]
     python benchmarks/speed.py --section memory [--json benchmarks/out/speed_memory.json]
+    python benchmarks/speed.py --section search [--json benchmarks/out/speed_search.json]
 
 Sections (more are added as the project grows):
 - layer: the bottleneck core.
@@ -36,6 +37,11 @@ Sections (more are added as the project grows):
   ru_maxrss and the peak *anonymous* RSS (RssAnon, sampled every 20 ms): the memory-mapped
   states and indices are file-backed pages the kernel can write back and drop, anonymous
   memory is not, so that is the number that must stay flat as the data grows.
+
+- search: exact nearest-key search, the inner loop of key initialisation and indexing: 20,000
+  random queries x 16 codebooks against 4096 keys of 24 dims (MiniLM's 384 dims in 16
+  segments). The faiss backend (the default on CPU) against the torch backend (the anchor: what
+  we would run without faiss).
 
 Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
 """
@@ -704,7 +710,39 @@ def section_memory(args) -> dict:
     return res
 
 
-SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e, "memory": section_memory}
+@worker
+def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: int = 24, repeats: int = 3) -> dict:
+    """Best of `repeats` exact searches of n x c queries against c x k keys."""
+    from dkvb_nlp.bottleneck import search as search_mod
+
+    gen = torch.Generator().manual_seed(0)
+    heads, keys = torch.randn(n, c, dk, generator=gen), torch.randn(c, k, dk, generator=gen)
+    fn = search_mod.SEARCHES.get(backend)
+    reference = search_mod.SEARCHES.get("torch")(heads[:2000], keys)[1]
+    agree = (fn(heads[:2000], keys)[1] == reference).double().mean().item()
+    if agree < 0.999:  # exact searches differ only on float near-ties
+        raise AssertionError(f"{backend}: only {agree:.2%} of indices equal the torch backend's")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn(heads, keys)
+        times.append(time.perf_counter() - start)
+    return {"seconds": min(times), "queries": n, "codebooks": c, "keys": k, "key_dim": dk}
+
+
+def section_search(args) -> dict:
+    """Exact nearest-key search: the faiss backend against the torch backend."""
+    res = {"torch": run_worker("search_time", backend="torch"), "faiss": run_worker("search_time", backend="faiss")}
+    anchor = res["torch"]["seconds"]
+    print(f"{'exact search, 20,000 x 16 queries, 4096 keys of 24 dims':58s} {'seconds':>8s} {'ratio':>6s}")
+    for label, key in (("torch baddbmm + argmin (anchor)", "torch"), ("faiss IndexFlatL2 (ours, on CPU)", "faiss")):
+        sec = res[key]["seconds"]
+        print(f"{label:58s} {sec:8.3f} {sec / anchor:6.2f}")
+    return res
+
+
+SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e, "memory": section_memory,
+            "search": section_search}
 
 
 def main(argv=None):
