@@ -43,6 +43,7 @@ def main(argv=None):
     p.add_argument("--label-smoothing", default="0")
     p.add_argument("--key-init-max-rows", default="0", help="0: all token vectors per k-means epoch")
     p.add_argument("--key-init-batch-rows", default="8192", help="token vectors per EMA k-means update")
+    p.add_argument("--ema-decay", default="0.95", help="EMA k-means decay")
     p.add_argument("--max-train-per-class", type=int)
     p.add_argument("--cache-dir")
     p.add_argument("--json", type=Path)
@@ -58,11 +59,12 @@ def main(argv=None):
     cache = FeatureCache(enc, load_tokenizer(DEFAULT_ENCODER), args.cache_dir, progress=False)
     ctx = RunContext(stream, cache, 0, DEFAULT_ENCODER, progress=False)
     rows = []
-    print(f"{'C':>4} {'K':>5} {'kie':>3} {'rows':>6} {'kib':>5} {'lr':>5} {'ep':>3} {'bs':>4} {'ls':>4} {'val':>6} {'final':>6} {'init s':>7} {'train s':>7}")
-    for c, k, kie, kmr, kib in itertools.product(ints(args.codebooks), ints(args.keys), ints(args.key_init_epochs),
-                                                 ints(args.key_init_max_rows), ints(args.key_init_batch_rows)):
+    print(f"{'C':>4} {'K':>5} {'kie':>3} {'rows':>6} {'kib':>5} {'decay':>5} {'lr':>5} {'ep':>3} {'bs':>4} {'ls':>4} {'val':>6} {'final':>6} {'init s':>7} {'train s':>7}")
+    for c, k, kie, kmr, kib, decay in itertools.product(
+            ints(args.codebooks), ints(args.keys), ints(args.key_init_epochs), ints(args.key_init_max_rows),
+            ints(args.key_init_batch_rows), floats(args.ema_decay)):
         kinit = {"num_codebooks": c, "num_keys": k, "key_init_epochs": kie, "key_init_max_rows": kmr or None,
-                 "key_init_batch_rows": kib}
+                 "key_init_batch_rows": kib, "ema_decay": decay}
         base = DKVBStrategy(ctx, kinit)
         t0 = time.perf_counter()
         base.setup()
@@ -86,11 +88,11 @@ def main(argv=None):
             val = np.mean([accuracy(predict(ctx, s, j, last, split="validation"), ctx.split(j, "validation").labels)
                            for j in range(stream.num_tasks)])
             row = dict(num_codebooks=c, num_keys=k, key_init_epochs=kie, key_init_max_rows=kmr or None,
-                       key_init_batch_rows=kib, lr=lr, epochs=ep, batch_size=bs,
+                       key_init_batch_rows=kib, ema_decay=decay, lr=lr, epochs=ep, batch_size=bs,
                        label_smoothing=ls, validation_accuracy=float(val), final_accuracy=float(final),
                        key_init_and_index_seconds=init_s, train_seconds=train_s)
             rows.append(row)
-            print(f"{c:4d} {k:5d} {kie:3d} {kmr:6d} {kib:5d} {lr:5g} {ep:3d} {bs:4d} {ls:4g} {100 * val:6.2f} {100 * final:6.2f} "
+            print(f"{c:4d} {k:5d} {kie:3d} {kmr:6d} {kib:5d} {decay:5g} {lr:5g} {ep:3d} {bs:4d} {ls:4g} {100 * val:6.2f} {100 * final:6.2f} "
                   f"{init_s:7.1f} {train_s:7.1f}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

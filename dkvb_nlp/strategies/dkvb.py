@@ -36,7 +36,7 @@ class DKVBOptions:
     """Hyperparameters of the DKVB method.
 
     Defaults from a sweep on CLINC150 class_il, chosen on its validation split
-    (`benchmarks/sweep_dkvb.py`, recorded in benchmarks/out/sweep_dkvb_clinc*.json).
+    (`benchmarks/sweep_dkvb.py`, recorded in benchmarks/results/sweep_dkvb_clinc*).
     """
 
     num_codebooks: int = 16  # C; with split='segment' it must divide the hidden size
