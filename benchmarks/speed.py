@@ -27,7 +27,8 @@ Sections (more are added as the project grows):
 - e2e: the whole DKVB class_il run on CLINC150 (15 tasks x 10 intents, --e2e-epochs per task)
   from an empty feature cache, against its floor (one encoder pass over train, validation and
   test), and the same training done the reference code's way (the encoder in every training
-  and evaluation step, key-init epochs through the encoder).
+  and evaluation step, key-init epochs through the encoder). The floor and our run alternate
+  --repeats times (default 3); each is reported by its fastest run, all times are kept.
 
 - memory: DKVB's key initialisation (one EMA epoch, blocks streamed from the memory-mapped
   feature cache) and index computation (`quantize_cached` into a memory-mapped int16 file) on
@@ -487,20 +488,35 @@ def texts_to_blocks(rows, size: int):
 
 
 def section_e2e(args) -> dict:
-    """The whole class_il run on CLINC150 against its floor and the reference code's way."""
-    res = {"floor": run_worker("e2e_floor"), "ours": run_worker("e2e_ours", epochs=args.e2e_epochs)}
+    """The whole class_il run on CLINC150 against its floor and the reference code's way.
+
+    The floor and our run alternate `--repeats` times and each is reported by its fastest
+    run (the least disturbed by other load; these machines are shared and noisy), with every
+    run's time kept in the results.
+    """
+    floors, ours_runs = [], []
+    for _ in range(args.repeats):
+        floors.append(run_worker("e2e_floor"))
+        ours_runs.append(run_worker("e2e_ours", epochs=args.e2e_epochs))
+    seconds = lambda r: r.get("seconds", float("nan"))  # noqa: E731
+    res = {"floor": min(floors, key=seconds), "ours": min(ours_runs, key=seconds),
+           "floor_seconds_all": [seconds(r) for r in floors], "ours_seconds_all": [seconds(r) for r in ours_runs]}
     if not args.skip_reference:
         res["reference"] = run_worker("e2e_reference", epochs=args.e2e_epochs)
-    floor, ours = res["floor"].get("seconds", float("nan")), res["ours"]
-    print(f"\n{'CLINC150 class_il, DKVB, ' + str(args.e2e_epochs) + ' epochs/task':52s} {'seconds':>9s} {'ratio':>8s} "
-          f"{'final acc':>9s}  target")
-    print(f"{'floor: one encoder pass over train+validation+test':52s} {floor:9.1f} {1.0:8.2f} {'':>9s}  (anchor)")
-    print(f"{'ours: whole run, empty cache (encode+keys+train+eval)':52s} {ours.get('seconds', float('nan')):9.1f} "
-          f"{ours.get('seconds', float('nan')) / floor:8.2f} {100 * ours.get('final_accuracy', float('nan')):8.2f}%  <= 1.5x floor")
+    floor, ours = seconds(res["floor"]), res["ours"]
+    runs = f"best of {args.repeats}" if args.repeats > 1 else "one run"
+    print(f"\n{'CLINC150 class_il, DKVB, ' + str(args.e2e_epochs) + ' epochs/task (' + runs + ')':60s} {'seconds':>9s} "
+          f"{'ratio':>8s} {'final acc':>9s}  target")
+    print(f"{'floor: one encoder pass over train+validation+test':60s} {floor:9.1f} {1.0:8.2f} {'':>9s}  (anchor)")
+    print(f"{'ours: whole run, empty cache (encode+keys+train+eval)':60s} {seconds(ours):9.1f} "
+          f"{seconds(ours) / floor:8.2f} {100 * ours.get('final_accuracy', float('nan')):8.2f}%  <= 1.5x floor")
+    if args.repeats > 1:
+        print("all runs (s): floor " + ", ".join(f"{x:.1f}" for x in res["floor_seconds_all"])
+              + "; ours " + ", ".join(f"{x:.1f}" for x in res["ours_seconds_all"]))
     if "reference" in res:
         ref = res["reference"]
-        print(f"{'reference way: encoder in every step':52s} {ref.get('seconds', float('nan')):9.1f} "
-              f"{ref.get('seconds', float('nan')) / ours.get('seconds', float('nan')):7.1f}x "
+        print(f"{'reference way: encoder in every step':60s} {seconds(ref):9.1f} "
+              f"{seconds(ref) / seconds(ours):7.1f}x "
               f"{100 * ref.get('final_accuracy', float('nan')):8.2f}%  ~10x ours, accuracy within 0.5")
     return res
 
@@ -757,6 +773,7 @@ def main(argv=None):
     parser.add_argument("--memory-limit-gb", type=float, default=20.0)
     parser.add_argument("--e2e-epochs", type=int, default=10, help="epochs per task in the e2e section")
     parser.add_argument("--skip-reference", action="store_true", help="e2e: skip the slow reference-style run")
+    parser.add_argument("--repeats", type=int, default=3, help="e2e: floor and our run alternate this many times")
     parser.add_argument("--encode-texts", type=int, default=0, help="encode only the first N texts (0: all)")
     parser.add_argument("--memory-texts", type=int, default=20_000, help="memory: N, texts of the smaller set")
     parser.add_argument("--memory-scale", type=int, default=10, help="memory: the larger set has this x N texts")
