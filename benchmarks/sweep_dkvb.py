@@ -3,7 +3,8 @@
     python benchmarks/sweep_dkvb.py --json benchmarks/out/sweep_dkvb_clinc.json
 
 Keys are initialised once per (num_codebooks, num_keys, key_init_epochs) and shared by the
-training settings that follow; each row is a full class-incremental run (seed 0), evaluated
+training settings that follow; each row is a full class-incremental run (--seed, default 0:
+it seeds key sampling and the order of training examples; the task order stays), evaluated
 on the test sets of all tasks. Validation accuracy (CLINC150's own validation split) is
 reported too: choose defaults on it, not on test.
 """
@@ -45,6 +46,7 @@ def main(argv=None):
     p.add_argument("--key-init-batch-rows", default="8192", help="token vectors per EMA k-means update")
     p.add_argument("--ema-decay", default="0.95", help="EMA k-means decay")
     p.add_argument("--max-train-per-class", type=int)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache-dir")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
@@ -57,8 +59,9 @@ def main(argv=None):
     stream = build_scenario(args.scenario, **opts)
     enc = load_encoder(DEFAULT_ENCODER)
     cache = FeatureCache(enc, load_tokenizer(DEFAULT_ENCODER), args.cache_dir, progress=False)
-    ctx = RunContext(stream, cache, 0, DEFAULT_ENCODER, progress=False)
+    ctx = RunContext(stream, cache, args.seed, DEFAULT_ENCODER, progress=False)
     rows = []
+    print(f"seed {args.seed}")
     print(f"{'C':>4} {'K':>5} {'kie':>3} {'rows':>6} {'kib':>5} {'decay':>5} {'lr':>5} {'ep':>3} {'bs':>4} {'ls':>4} {'val':>6} {'final':>6} {'init s':>7} {'train s':>7}")
     for c, k, kie, kmr, kib, decay in itertools.product(
             ints(args.codebooks), ints(args.keys), ints(args.key_init_epochs), ints(args.key_init_max_rows),
@@ -96,7 +99,7 @@ def main(argv=None):
                   f"{init_s:7.1f} {train_s:7.1f}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"scenario": args.scenario, "dataset": args.dataset, "rows": rows}, indent=2))
+        args.json.write_text(json.dumps({"scenario": args.scenario, "dataset": args.dataset, "seed": args.seed, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":
