@@ -50,7 +50,9 @@ class DKVBOptions:
     key_init_epochs: int = 1
     key_init_batch_rows: int = 8192
     key_init_max_rows: int | None = None  # token vectors per k-means epoch (a random subset); None: all
-    ema_decay: float = 0.95
+    # 0.8, not the vision paper's 0.95: one pass of about 20 updates leaves 0.95's keys 36% their
+    # random start; 0.8 gave +0.7 validation points on CLINC150 over 3 seeds (sweep_dkvb_clinc_part4)
+    ema_decay: float = 0.8
     dead_key_threshold: float | None = None
     lr: float = 30.0  # plain SGD on the values (no momentum, no weight decay); see lr_scale
     # 'length_free': every value row an example fetches takes the example's whole gradient, so
