@@ -749,8 +749,10 @@ def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: i
 def section_search(args) -> dict:
     """Exact nearest-key search: the faiss backend against the torch backend."""
     res = {"torch": run_worker("search_time", backend="torch"), "faiss": run_worker("search_time", backend="faiss")}
-    anchor = res["torch"]["seconds"]
-    print(f"{'exact search, 20,000 x 16 queries, 4096 keys of 24 dims':58s} {'seconds':>8s} {'ratio':>6s}")
+    anchor, shape = res["torch"]["seconds"], res["torch"]
+    title = (f"exact search, {shape['queries']:,} x {shape['codebooks']} queries, {shape['keys']} keys "
+             f"of {shape['key_dim']} dims")
+    print(f"{title:58s} {'seconds':>8s} {'ratio':>6s}")
     for label, key in (("torch baddbmm + argmin (anchor)", "torch"), ("faiss IndexFlatL2 (ours, on CPU)", "faiss")):
         sec = res[key]["seconds"]
         print(f"{label:58s} {sec:8.3f} {sec / anchor:6.2f}")

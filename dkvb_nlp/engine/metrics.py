@@ -63,11 +63,11 @@ def check_accuracy_matrix(matrix, name: str = "accuracy matrix", *, allow_unmeas
     if a.shape[0] == 0:
         raise ValueError(f"{name} is empty; at least one task (1 x 1) is needed")
     finite = np.isfinite(a)
+    blank = _blank_rows(a)
     if allow_unmeasured_rows:
         # A whole row of NaN is "not evaluated after that task"; the last row must be measured.
-        finite[:-1] |= np.isnan(a[:-1]).all(axis=1, keepdims=True)
+        finite[[i for i in blank if i < a.shape[0] - 1]] = True
     if not np.all(finite):
-        blank = [int(i) for i in np.flatnonzero(np.isnan(a).all(axis=1))]
         if blank and not allow_unmeasured_rows:
             raise ValueError(f"{name} has rows {blank} not evaluated (a method evaluated only after the last "
                              "task); this metric needs every row")
@@ -86,10 +86,14 @@ def check_accuracy_matrix(matrix, name: str = "accuracy matrix", *, allow_unmeas
     return a
 
 
+def _blank_rows(a: np.ndarray) -> list[int]:
+    """Indices of the all-NaN rows of a float matrix (no checks)."""
+    return [int(i) for i in np.flatnonzero(np.isnan(a).all(axis=1))]
+
+
 def unmeasured_rows(matrix) -> list[int]:
     """Indices of the rows that were not evaluated (all NaN); [] for a complete matrix."""
-    a = check_accuracy_matrix(matrix, allow_unmeasured_rows=True)
-    return [int(i) for i in np.flatnonzero(np.isnan(a).all(axis=1))]
+    return _blank_rows(check_accuracy_matrix(matrix, allow_unmeasured_rows=True))
 
 
 def final_accuracy(matrix) -> float:
@@ -145,8 +149,8 @@ def summarize(matrix) -> dict:
     is defined; the other fields are None.
     """
     a = check_accuracy_matrix(matrix, allow_unmeasured_rows=True)
-    if unmeasured_rows(a):
-        return {field: (final_accuracy(a) if field == "final_accuracy" else None) for field in SUMMARY_FIELDS}
+    if _blank_rows(a):
+        return {field: (float(a[-1].mean()) if field == "final_accuracy" else None) for field in SUMMARY_FIELDS}
     return {
         "final_accuracy": final_accuracy(a),
         "average_incremental_accuracy": average_incremental_accuracy(a),
