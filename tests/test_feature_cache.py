@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dkvb_nlp.encoders import iter_encoded, load_encoder
-from dkvb_nlp.engine.feature_cache import FeatureCache
+from dkvb_nlp.engine.feature_cache import FeatureCache, TextPool
 
 TEXTS = ["first text here", "a second, somewhat longer text to encode", "third", "the fourth text"]
 
@@ -53,3 +53,49 @@ def test_no_half_written_entry_is_ever_used(cache):
     cache.get(TEXTS)
     assert cache.misses == 2 and meta.is_file()
     assert not list(cache.cache_dir.glob("*.building"))
+
+
+POOL = TEXTS + ["a fifth one", "and the sixth, the last of the pool"]
+
+
+def test_texts_cut_from_a_pool_are_its_rows_and_every_order_of_it_shares_one_encoding(cache):
+    part = [POOL[5], POOL[1], POOL[1], POOL[3]]  # any order, repeats included
+    cut = cache.get(part, pool=TextPool(POOL))
+    assert cache.misses == 2  # the pool, then the cut
+    whole = cache.get(sorted(set(POOL)))  # the pool entry itself: distinct texts, sorted
+    assert cache.hits == 1
+    row = {t: i for i, t in enumerate(sorted(set(POOL)))}
+    for j, text in enumerate(part):
+        i = row[text]
+        np.testing.assert_array_equal(np.asarray(cut.states[cut.offsets[j]:cut.offsets[j + 1]]),
+                                      np.asarray(whole.states[whole.offsets[i]:whole.offsets[i + 1]]))
+        np.testing.assert_array_equal(cut.pooled[j], whole.pooled[i])
+    meta = (cache.cache_dir / cut.key / "meta.json").read_text()
+    assert whole.key in meta
+    # Another task of the same pool in another order: no encoding, only a cut.
+    cache.get([POOL[0], POOL[2]], pool=TextPool(list(reversed(POOL)) + [POOL[0]]))
+    assert cache.misses == 3 and cache.hits == 2
+    again = cache.get(part, pool=TextPool(POOL))
+    assert again.key == cut.key and cache.misses == 3
+    assert cache.key(part) != cut.key  # the same texts encoded on their own are another entry
+
+
+def test_a_cut_is_checksummed_and_rebuilt_when_corrupt(cache):
+    cut = cache.get(TEXTS[:2], pool=TextPool(POOL))
+    expected = np.array(cut.states)
+    path = cache.cache_dir / cut.key / "states.npy"
+    del cut
+    raw = bytearray(path.read_bytes())
+    raw[-3] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(np.asarray(cache.get(TEXTS[:2], pool=TextPool(POOL)).states), expected)
+    assert cache.misses == 3  # the pool was intact: only the cut was made again
+
+
+def test_a_text_outside_its_pool_or_a_pairs_mismatch_is_refused(cache):
+    with pytest.raises(ValueError, match=r"text 1 \('not in the pool'\) is not in the pool"):
+        cache.get([TEXTS[0], "not in the pool"], pool=TextPool(POOL))
+    with pytest.raises(ValueError, match="both have text pairs or both have none"):
+        cache.get(TEXTS[:2], TEXTS[:2], pool=TextPool(POOL))
+    with pytest.raises(ValueError, match="3 pool text_pairs for 6 pool texts"):
+        cache.get(TEXTS[:2], TEXTS[:2], pool=TextPool(POOL, POOL[:3]))

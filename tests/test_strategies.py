@@ -296,3 +296,30 @@ def test_task_order_does_not_change_the_predictions(method, options, real_stream
     assert found[0] == found[1]
     labels = {r["text"]: r["label"] for r in real_stream[2]["test"]}
     assert np.mean([labels[t] == p for t, p in found[0].items()]) > 0.85
+
+
+def test_every_class_order_shares_one_encoding_of_each_split(tiny_data, tiny_encoder_dir, minilm_tokenizer, tmp_path):
+    """The cache encodes a split once, as a pool, and cuts each task's entry from it."""
+    from dkvb_nlp.encoders import load_encoder
+
+    folder = tiny_encoder_dir("bert")
+    cache = FeatureCache(load_encoder(folder), minilm_tokenizer, tmp_path, autocast="off", batch_size=32,
+                         progress=False)
+    features = {}
+    for seed in (0, 1):
+        stream = build_scenario("class_il", dataset=tiny_data, classes_per_task=2, seed=seed)
+        ctx = RunContext(stream, cache, seed=seed, encoder_name=str(folder), progress=False)
+        for t in range(ctx.num_tasks):
+            data = ctx.split(t, "train")
+            features[seed, tuple(data.texts)] = data.features()
+    # seed 0: the pool, then 3 cuts; seed 1 (another class order): 3 cuts and no encoding
+    assert cache.misses == 7 and len(list(tmp_path.glob("*/meta.json"))) == 7
+    first = {texts for seed, texts in features if seed == 0}
+    assert first != {texts for seed, texts in features if seed == 1}  # the orders differ
+    for (seed, texts), feats in features.items():  # a text's states are the same in every cut
+        for (seed2, texts2), feats2 in features.items():
+            for i, text in enumerate(texts):
+                if text in texts2:
+                    j = texts2.index(text)
+                    np.testing.assert_array_equal(feats.states[feats.offsets[i]:feats.offsets[i + 1]],
+                                                  feats2.states[feats2.offsets[j]:feats2.offsets[j + 1]])

@@ -10,7 +10,7 @@ import numpy as np
 from ..data import LABEL_ID, TaskStream
 from ..data.schema import TEXT, TEXT_PAIR, column_array
 from .distributed import process_state
-from .feature_cache import CachedFeatures, FeatureCache
+from .feature_cache import CachedFeatures, FeatureCache, TextPool
 
 
 @dataclass
@@ -54,6 +54,7 @@ class RunContext:
         self.max_length = max_length
         self._splits: dict[tuple[int, str], SplitData] = {}
         self._features: dict[tuple[int, str], CachedFeatures] = {}
+        self._pools: dict[tuple[str, bool], TextPool] = {}
 
     @property
     def num_tasks(self) -> int:
@@ -75,8 +76,21 @@ class RunContext:
     def _cached(self, key: tuple[int, str]) -> CachedFeatures:
         if key not in self._features:
             data = self._splits[key]
-            self._features[key] = self.cache.get(data.texts, data.pairs)
+            self._features[key] = self.cache.get(data.texts, data.pairs, pool=self.pool(key[1], data.pairs is not None))
         return self._features[key]
+
+    def pool(self, name: str, pairs: bool) -> TextPool:
+        """Texts (and pairs) of split `name` over all tasks that have pairs (or not): the cache's pool.
+
+        The feature cache encodes a pool once and cuts each task's entry from it, so every
+        task, seed and class order over the same texts shares one encoding.
+        """
+        if (name, pairs) not in self._pools:
+            parts = [self.split(t, name) for t in range(self.num_tasks)]
+            parts = [d for d in parts if (d.pairs is not None) == pairs]
+            texts = [x for d in parts for x in d.texts]
+            self._pools[name, pairs] = TextPool(texts, [x for d in parts for x in d.pairs] if pairs else None)
+        return self._pools[name, pairs]
 
     def seen_classes(self, after_task: int, head: int) -> list[int]:
         """Label ids of `head` introduced by tasks 0..after_task (what a model may predict then)."""

@@ -6,6 +6,10 @@ A cache entry holds, for N texts: the token states without padding as one memory
 the texts, the max length and the precision, written under a temporary name and renamed, and
 checked against a sha256 on load: a corrupt entry is rebuilt, never trusted.
 
+A run asks for each task's texts with the split they come from as their pool: the split is
+encoded once, in one length-sorted pass, and each task's entry is cut from it, so tasks, seeds
+and class orders share one encoding of each split.
+
 Under `accelerate launch` with several processes each process encodes a share of the texts
 straight into the shared memory-mapped file (rows do not overlap), so nothing is gathered in
 memory; a single process needs no launcher.
@@ -108,12 +112,32 @@ class FeatureCache:
         return hash_json({"v": CACHE_VERSION, "encoder": self.encoder_key, "texts": hash_texts(texts, pairs),
                           "max_length": self.max_length, "precision": self.precision})[:32]
 
-    def get(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> CachedFeatures:
-        """The cached features of `texts` (encoding them first if needed)."""
+    def get(self, texts: Sequence[str], pairs: Sequence[str] | None = None, *,
+            pool: "TextPool | None" = None) -> CachedFeatures:
+        """The cached features of `texts` (encoding them first if needed).
+
+        `pool`: a larger set these texts are drawn from, such as a dataset split whose tasks
+        each take a part (`TextPool`). The pool's distinct texts are then encoded once, as one
+        entry, in one length-sorted pass (the tightest batches), and this entry is cut from
+        it. Every task, seed and class order drawn from the same pool shares that one encoding.
+        The cut entry's key names the pool: a text's float bits depend on the batch it was
+        padded in, so the same texts encoded on their own are a separate entry.
+        """
         texts = check_texts(texts)
         if pairs is not None:
             pairs = check_texts(pairs, "text_pairs")
-        key = self.key(texts, pairs)
+        if pool is None:
+            return self._entry(self.key(texts, pairs), lambda final, state: self._build(texts, pairs, final, state))
+        if (pairs is None) != (pool.pairs is None):
+            raise ValueError("texts and their pool must both have text pairs or both have none")
+        source = pool.entries.get(id(self))
+        if source is None:  # the pool's own entry, loaded (and checksummed) once per cache and pool
+            source = pool.entries[id(self)] = self.get(pool.texts, pool.pairs)
+        key = hash_json({"v": CACHE_VERSION, "pool": source.key, "texts": hash_texts(texts, pairs)})[:32]
+        return self._entry(key, lambda final, state: self._cut(source, pool.rows(texts, pairs), final, state))
+
+    def _entry(self, key: str, build) -> CachedFeatures:
+        """Load entry `key`, or `build(final, state)` it first (every process takes part)."""
         final = self.cache_dir / key
         state = process_state()
         entry = self._load(final) if state.is_main_process else None
@@ -124,7 +148,7 @@ class FeatureCache:
             self.hits += 1
             return entry
         self.misses += 1
-        self._build(texts, pairs, final, state)
+        build(final, state)
         state.wait_for_everyone()
         entry = self._load(final, verify=False)
         if entry is None:
@@ -192,13 +216,43 @@ class FeatureCache:
         del states, pooled
         state.wait_for_everyone()
         if state.is_main_process:
-            meta = {"version": CACHE_VERSION, "texts": len(texts), "tokens": int(offsets[-1]), "dim": dim,
-                    "max_length": self.max_length, "precision": self.precision, "encoder": self.encoder_key,
-                    "sha256": {name: file_sha256(building / name) for name in FILES}}
-            atomic_write_json(building / "meta.json", meta)
-            shutil.rmtree(final, ignore_errors=True)
-            crash_point("cache.before_rename")
-            os.replace(building, final)
+            self._publish(building, final, {"texts": len(texts), "tokens": int(offsets[-1]), "dim": dim})
+
+    def _publish(self, building: Path, final: Path, meta: dict) -> None:
+        """Checksum the files of a built entry, write its meta.json, and move it into place."""
+        meta = {"version": CACHE_VERSION, **meta, "max_length": self.max_length, "precision": self.precision,
+                "encoder": self.encoder_key, "sha256": {name: file_sha256(building / name) for name in FILES}}
+        atomic_write_json(building / "meta.json", meta)
+        shutil.rmtree(final, ignore_errors=True)
+        crash_point("cache.before_rename")
+        os.replace(building, final)
+
+    def _cut(self, source: CachedFeatures, rows: np.ndarray, final: Path, state, block_texts: int = 4096) -> None:
+        """Write the entry of texts `rows` of `source`, in that order (main process; the others wait)."""
+        if not state.is_main_process:
+            return
+        building = final.with_name(final.name + ".building")
+        shutil.rmtree(building, ignore_errors=True)  # left over by a killed run
+        building.mkdir(parents=True)
+        lengths = source.lengths[rows]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        dim = source.states.shape[1]
+        states = np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16,
+                                           shape=(int(offsets[-1]), dim))
+        np.save(building / "pooled.npy", np.asarray(source.pooled[rows], dtype=np.float32))
+        np.save(building / "offsets.npy", offsets)
+        for lo in range(0, len(rows), block_texts):  # one block of token rows in memory at a time
+            part = rows[lo : lo + block_texts]
+            n = lengths[lo : lo + block_texts]
+            ends = np.cumsum(n)
+            tokens = np.repeat(source.offsets[part] - (ends - n), n) + np.arange(int(ends[-1]) if len(n) else 0)
+            states[offsets[lo] : offsets[lo] + len(tokens)] = source.states[tokens]
+            crash_point("cache.batch_written")
+        states.flush()
+        del states
+        self._publish(building, final, {"texts": len(rows), "tokens": int(offsets[-1]), "dim": dim,
+                                        "pool": source.key})
 
     @staticmethod
     def _write_batch(batch, text_ids: np.ndarray, texts, offsets, states, pooled) -> None:
@@ -224,6 +278,42 @@ class FeatureCache:
         dest = np.repeat(starts - (ends - expected), expected) + np.arange(len(rows16))
         states[dest] = rows16
         pooled[text_ids] = ((batch.states * mask.unsqueeze(-1)).sum(1) / counts.clamp_min(1).unsqueeze(-1)).numpy()
+
+
+class TextPool:
+    """A set of texts (with pairs, or none) that several `FeatureCache.get` calls draw from.
+
+    Holds the pool's distinct (text, pair) items in sorted order, so the same set gives the
+    same pool whatever the order or repeats it was given in.
+    """
+
+    def __init__(self, texts: Sequence[str], pairs: Sequence[str] | None = None):
+        texts = check_texts(texts, "pool texts")
+        if pairs is None:
+            self.texts, self.pairs = sorted(set(texts)), None
+            items = self.texts
+        else:
+            pairs = check_texts(pairs, "pool text_pairs")
+            if len(pairs) != len(texts):
+                raise ValueError(f"{len(pairs)} pool text_pairs for {len(texts)} pool texts; give one pair per text")
+            items = sorted(set(zip(texts, pairs)))
+            self.texts, self.pairs = [t for t, _ in items], [p for _, p in items]
+        self._row = {item: i for i, item in enumerate(items)}
+        self.entries: dict[int, CachedFeatures] = {}  # the pool's own entry, per cache
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def rows(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> np.ndarray:
+        """The row of each text (and pair) in the pool: a ValueError names the first one it lacks."""
+        wanted = zip(texts, pairs) if pairs is not None else texts
+        rows = np.empty(len(texts), dtype=np.int64)
+        for j, item in enumerate(wanted):
+            i = self._row.get(item)
+            if i is None:
+                raise ValueError(f"text {j} ({item!r:.80}) is not in the pool it is said to be drawn from")
+            rows[j] = i
+        return rows
 
 
 def _hidden(encoder: nn.Module) -> int:
