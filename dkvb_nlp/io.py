@@ -18,7 +18,12 @@ from typing import IO, Any, Callable
 
 from .faults import crash_point
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "default_cache_dir"]
+
+def default_cache_dir() -> Path:
+    """Where caches live: `$DKVB_CACHE_DIR`, else ~/.cache/dkvb_nlp."""
+    return Path(os.environ.get("DKVB_CACHE_DIR", Path.home() / ".cache" / "dkvb_nlp"))
+
 
 # Temporary files are dot-files with this suffix, so a crash leaves something recognisable.
 TEMP_SUFFIX = ".tmp"

@@ -7,6 +7,7 @@ from safetensors.torch import load_file, save_file
 
 from dkvb_nlp import KeyValueBottleneck
 from dkvb_nlp.bottleneck import SEARCHES
+from dkvb_nlp.bottleneck.native import load_kernel, unavailable_reason
 from dkvb_nlp.bottleneck.search import faiss_available
 
 
@@ -28,6 +29,9 @@ def ready(dim=24, c=4, k=32, classes=3, data=None, **kw):
 
 # ---------------------------------------------------------------- nearest-key search
 BACKENDS = [name for name in SEARCHES if name != "faiss" or faiss_available()]
+BACKENDS = [pytest.param(name, marks=pytest.mark.skipif(
+    name == "avx2" and load_kernel() is None, reason=f"fused kernel unavailable: {unavailable_reason()}"))
+    for name in BACKENDS]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

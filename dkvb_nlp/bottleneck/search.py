@@ -1,8 +1,10 @@
 """Nearest-key search: for each codebook, the index of the closest key by L2 distance.
 
-A small pluggable piece: `faiss` (exact IndexFlatL2 brute force, BLAS-backed; the fast path on
-CPU) and `torch` (chunked `baddbmm` + `argmin`; runs on any device). `auto` picks faiss for CPU
-tensors when it is installed and torch otherwise.
+A small pluggable piece, every backend exact: `avx2` (our fused kernel, `native.py`: distances
+stay in registers; the fast path on x86-64 CPUs), `faiss` (IndexFlatL2 brute force,
+BLAS-backed) and `torch` (chunked `baddbmm` + `argmin`; runs on any device). `auto` picks, for
+CPU tensors, `avx2` when it compiles and loads, else faiss when installed, else torch; torch
+on other devices.
 """
 
 from __future__ import annotations
@@ -73,6 +75,16 @@ def faiss_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor,
     return torch.from_numpy(dists).T, torch.from_numpy(index).T
 
 
+@SEARCHES.register("avx2")
+def avx2_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused AVX2 kernel (`native.nearest`): exact, ties to the lowest index."""
+    from .native import nearest
+
+    if heads.device.type != "cpu":
+        raise ValueError(f"search='avx2' runs on CPU tensors, got device {heads.device}; use 'torch'")
+    return nearest(heads, keys)
+
+
 def faiss_available() -> bool:
     """True when faiss can be imported."""
     try:
@@ -83,7 +95,18 @@ def faiss_available() -> bool:
 
 
 def resolve_search(name: str, device: torch.device) -> SearchFn:
-    """The search function for `name` ('auto', 'faiss' or 'torch') on `device`."""
+    """The search function for `name` ('auto', 'avx2', 'faiss' or 'torch') on `device`."""
     if name == "auto":
-        name = "faiss" if device.type == "cpu" and faiss_available() else "torch"
+        name = auto_backend(device)
     return SEARCHES.get(name)
+
+
+def auto_backend(device: torch.device) -> str:
+    """The backend 'auto' means on `device`."""
+    from .native import load_kernel
+
+    if device.type != "cpu":
+        return "torch"
+    if load_kernel() is not None:
+        return "avx2"
+    return "faiss" if faiss_available() else "torch"

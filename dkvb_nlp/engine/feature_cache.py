@@ -33,7 +33,7 @@ from ..encoders import check_texts, iter_encoded
 from ..encoders.encode import tokenize
 from ..encoders.load import autocast_dtype
 from ..faults import crash_point
-from ..io import atomic_write_json
+from ..io import atomic_write_json, default_cache_dir
 from .distributed import process_state
 from .fingerprint import encoder_fingerprint, file_sha256, hash_json, hash_texts
 
@@ -41,11 +41,6 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 FILES = ("states.npy", "offsets.npy", "pooled.npy")
-
-
-def default_cache_dir() -> Path:
-    """`$DKVB_CACHE_DIR`, else ~/.cache/dkvb_nlp."""
-    return Path(os.environ.get("DKVB_CACHE_DIR", Path.home() / ".cache" / "dkvb_nlp"))
 
 
 @dataclass
