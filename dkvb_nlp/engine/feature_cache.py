@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -125,9 +126,9 @@ class FeatureCache:
             return self._entry(self.key(texts, pairs), lambda final, state: self._build(texts, pairs, final, state))
         if (pairs is None) != (pool.pairs is None):
             raise ValueError("texts and their pool must both have text pairs or both have none")
-        source = pool.entries.get(id(self))
+        source = pool.entries.get(self)
         if source is None:  # the pool's own entry, loaded (and checksummed) once per cache and pool
-            source = pool.entries[id(self)] = self.get(pool.texts, pool.pairs)
+            source = pool.entries[self] = self.get(pool.texts, pool.pairs)
         key = hash_json({"v": CACHE_VERSION, "pool": source.key, "texts": hash_texts(texts, pairs)})[:32]
         return self._entry(key, lambda final, state: self._cut(source, pool.rows(texts, pairs), final, state))
 
@@ -294,7 +295,7 @@ class TextPool:
             items = sorted(set(zip(texts, pairs)))
             self.texts, self.pairs = [t for t, _ in items], [p for _, p in items]
         self._row = {item: i for i, item in enumerate(items)}
-        self.entries: dict[int, CachedFeatures] = {}  # the pool's own entry, per cache
+        self.entries: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # the pool's own entry, per cache
 
     def __len__(self) -> int:
         return len(self.texts)
