@@ -236,7 +236,7 @@ class FeatureCache:
         dim = source.states.shape[1]
         states = np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16,
                                            shape=(int(offsets[-1]), dim))
-        np.save(building / "pooled.npy", np.asarray(source.pooled[rows], dtype=np.float32))
+        pooled = np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32, shape=(len(rows), dim))
         np.save(building / "offsets.npy", offsets)
         for lo in range(0, len(rows), block_texts):  # one block of token rows in memory at a time
             part = rows[lo : lo + block_texts]
@@ -244,9 +244,11 @@ class FeatureCache:
             ends = np.cumsum(n)
             tokens = np.repeat(source.offsets[part] - (ends - n), n) + np.arange(int(ends[-1]) if len(n) else 0)
             states[offsets[lo] : offsets[lo] + len(tokens)] = source.states[tokens]
+            pooled[lo : lo + len(part)] = source.pooled[part]
             crash_point("cache.batch_written")
         states.flush()
-        del states
+        pooled.flush()
+        del states, pooled
         self._publish(building, final, {"texts": len(rows), "tokens": int(offsets[-1]), "dim": dim,
                                         "pool": source.key})
 
