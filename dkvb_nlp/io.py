@@ -20,6 +20,7 @@ from .faults import crash_point
 
 __all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "default_cache_dir"]
 
+
 def default_cache_dir() -> Path:
     """Where caches live: `$DKVB_CACHE_DIR`, else ~/.cache/dkvb_nlp."""
     return Path(os.environ.get("DKVB_CACHE_DIR", Path.home() / ".cache" / "dkvb_nlp"))

@@ -5,7 +5,7 @@ BLAS-based search (faiss) writes every distance to memory and reads it back: for
 heads (24 dims) that is about 2x faster (`python benchmarks/speed.py --section search`).
 
 The C file is compiled once per source and compiler with the system's C compiler (`$CC`, else
-`cc` or `gcc`) into `$DKVB_CACHE_DIR/kernels` (default `~/.cache/dkvb_nlp/kernels`), written
+`cc`, `gcc` or `clang`) into `$DKVB_CACHE_DIR/kernels` (default `~/.cache/dkvb_nlp/kernels`), written
 under a temporary name and renamed. Anything that stops it (no compiler, not x86-64, a CPU
 without AVX2 and FMA, a failed build, `DKVB_NATIVE_SEARCH=0`) makes `load_kernel()` return None
 and the search falls back to faiss, with the reason in `unavailable_reason()`.
@@ -123,7 +123,7 @@ def nearest(heads: torch.Tensor, keys: torch.Tensor, threads: int | None = None)
     if lib is None:
         raise RuntimeError(f"the fused nearest-key kernel is unavailable: {unavailable_reason()}")
     if heads.device.type != "cpu" or keys.device.type != "cpu":
-        raise ValueError(f"the fused kernel runs on CPU tensors, got {heads.device} and {keys.device}")
+        raise ValueError(f"search='avx2' runs on CPU tensors, got {heads.device} and {keys.device}; use 'torch'")
     h = heads.detach().float()
     if h.stride(-1) != 1:
         h = h.contiguous()

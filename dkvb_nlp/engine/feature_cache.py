@@ -181,11 +181,7 @@ class FeatureCache:
         offsets[1:] = np.cumsum(lengths)
         dim = _hidden(self.encoder)
         if state.is_main_process:
-            shutil.rmtree(building, ignore_errors=True)  # left over by a killed run
-            building.mkdir(parents=True)
-            np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16, shape=(int(offsets[-1]), dim))
-            np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32, shape=(len(texts), dim))
-            np.save(building / "offsets.npy", offsets)
+            _start_entry(building, offsets, dim)
         state.wait_for_everyone()
         # Texts sorted by length, then dealt out in contiguous shares of about equal token
         # counts: each process encodes its own length range, so its batches stay tightly
@@ -228,16 +224,11 @@ class FeatureCache:
         if not state.is_main_process:
             return
         building = final.with_name(final.name + ".building")
-        shutil.rmtree(building, ignore_errors=True)  # left over by a killed run
-        building.mkdir(parents=True)
         lengths = source.lengths[rows]
         offsets = np.zeros(len(rows) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(lengths)
         dim = source.states.shape[1]
-        states = np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16,
-                                           shape=(int(offsets[-1]), dim))
-        pooled = np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32, shape=(len(rows), dim))
-        np.save(building / "offsets.npy", offsets)
+        states, pooled = _start_entry(building, offsets, dim)
         for lo in range(0, len(rows), block_texts):  # one block of token rows in memory at a time
             part = rows[lo : lo + block_texts]
             n = lengths[lo : lo + block_texts]
@@ -312,6 +303,18 @@ class TextPool:
                 raise ValueError(f"text {j} ({item!r:.80}) is not in the pool it is said to be drawn from")
             rows[j] = i
         return rows
+
+
+def _start_entry(building: Path, offsets: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """A fresh `.building` folder: offsets saved, states and pooled as writable memory maps."""
+    shutil.rmtree(building, ignore_errors=True)  # left over by a killed run
+    building.mkdir(parents=True)
+    np.save(building / "offsets.npy", offsets)
+    states = np.lib.format.open_memmap(building / "states.npy", mode="w+", dtype=np.float16,
+                                       shape=(int(offsets[-1]), dim))
+    pooled = np.lib.format.open_memmap(building / "pooled.npy", mode="w+", dtype=np.float32,
+                                       shape=(len(offsets) - 1, dim))
+    return states, pooled
 
 
 def _hidden(encoder: nn.Module) -> int:
