@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def overrides_from(args: argparse.Namespace) -> dict:
     """Flags -> config overrides (only the flags that were given)."""
-    import yaml
+    from dkvb_nlp.engine.config import parse_yaml
 
     out: dict = {}
     for flag, key in (("scenario", "scenario"), ("dataset", "dataset"), ("encoder", "encoder"),
@@ -63,18 +63,11 @@ def overrides_from(args: argparse.Namespace) -> dict:
         out["resume"] = True
     if args.no_progress:
         out["progress"] = False
-    scenario_opts: dict = {}
     for item in args.set:
-        if "=" not in item:
+        key, eq, raw = item.partition("=")
+        if not eq or not key.strip():
             raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. dkvb.lr=0.5")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw)
-        if key.startswith("scenario_options."):
-            scenario_opts[key.split(".", 1)[1]] = value
-        else:
-            out[key] = value
-    if scenario_opts:
-        out["scenario_options"] = scenario_opts
+        out[key.strip()] = parse_yaml(raw, f"--set {item!r}")
     return out
 
 
@@ -98,17 +91,19 @@ def main(argv=None) -> int:
     try:
         from dkvb_nlp.engine.config import load_config
 
-        overrides = overrides_from(args)
-        if "scenario_options" in overrides and args.config:
-            import yaml
-
-            base = yaml.safe_load(Path(args.config).read_text()) or {}
-            overrides["scenario_options"] = {**(base.get("scenario_options") or {}), **overrides["scenario_options"]}
-        cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides_from(args))
         return run(cfg, overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("interrupted; continue with --resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # what a user can cause: one line, no traceback
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a YAML or OS message may span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def run(cfg, overwrite: bool = False) -> int:

@@ -122,7 +122,7 @@ def test_every_method_runs_with_one_head_per_task(method, tiny_data, tiny_cache)
     ("linear", {"optimizer": "lbfgs"}, "linear.optimizer='lbfgs'; accepted: adam, sgd"),
     ("mlp", {"lr": 0.0}, "mlp.lr=0.0 must be > 0"),
     ("ewc", {"ewc_lambda": -1.0}, "ewc.ewc_lambda=-1.0 must be >= 0"),
-    ("er", {"buffer_size": 0}, "er.buffer_size and er.replay_batch_size must be >= 1"),
+    ("er", {"buffer_size": 0}, "er.buffer_size=0 must be >= 1"),
     ("derpp", {"alpha": -0.5}, "derpp.alpha=-0.5 must be >= 0"),
     ("lwf", {"temperature": 0.0}, "lwf.temperature=0.0 must be > 0"),
     ("ranpac", {"ridge": -1.0}, "ranpac.ridge=-1.0 must be > 0"),

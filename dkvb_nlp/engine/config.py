@@ -18,6 +18,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..encoders.resolve import DEFAULT_ENCODER
+from .bounds import Bounds, bounded, check_bounds, check_mapping
+
+# Field metadata: this option does not change results (a resumed run may change it; see identity.py).
+RESULT_FREE = "result_free"
+
+
+def _result_free(default=dataclasses.MISSING, **kwargs):
+    return dataclasses.field(default=default, metadata={RESULT_FREE: True}, **kwargs)
 
 
 @dataclasses.dataclass
@@ -27,16 +35,17 @@ class RunConfig:
     scenario: str = "class_il"
     dataset: str | None = None  # None: the scenario's default (class_il: clinc150, domain_il: dsc, ...)
     methods: list[str] = dataclasses.field(default_factory=lambda: ["dkvb", "finetune"])
-    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    seeds: list[int] = bounded(default_factory=lambda: [0], ge=0, integer=True)  # distinct
     encoder: str = DEFAULT_ENCODER
-    max_length: int = 128  # tokens per text
+    max_length: int = bounded(128, ge=1)  # tokens per text
     autocast: str = "auto"  # encoder precision: auto (bf16 where native), bf16, off
-    encode_batch_size: int = 64
-    output_dir: str = "runs/latest"
-    cache_dir: str | None = None  # feature cache; default $DKVB_CACHE_DIR or ~/.cache/dkvb_nlp
-    resume: bool = False
-    progress: bool = True
-    max_train_per_class: int | None = None  # cap training examples per class per task (quick runs)
+    # Texts per encoder batch. Result-free like the feature cache's key: a warm cache ignores it.
+    encode_batch_size: int = bounded(64, ge=1, metadata={RESULT_FREE: True})
+    output_dir: str = _result_free("runs/latest")
+    cache_dir: str | None = _result_free(None)  # feature cache; default $DKVB_CACHE_DIR or ~/.cache/dkvb_nlp
+    resume: bool = _result_free(False)
+    progress: bool = _result_free(True)
+    max_train_per_class: int | None = bounded(None, ge=1, integer=True)  # cap training examples per class per task
     scenario_options: dict = dataclasses.field(default_factory=dict)  # passed to the scenario builder
     method_options: dict = dataclasses.field(default_factory=dict)  # {method: {option: value}}
 
@@ -56,26 +65,24 @@ class RunConfig:
         unknown = sorted(set(self.method_options) - set(self.methods) - set(STRATEGIES.names()))
         if unknown:
             raise ValueError(f"options given for unknown method(s) {unknown}; accepted: {', '.join(STRATEGIES.names())}")
-        if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
-            raise ValueError(f"seeds={self.seeds!r} must be a non-empty list of integers >= 0")
+        if not self.seeds:
+            raise ValueError("seeds is empty; give at least one, e.g. --seeds 0")
+        check_bounds(self)  # every declared numeric range, in one place
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seeds={self.seeds!r} repeats seed(s) {repeated}; each seed runs once, e.g. --seeds "
+                             f"{','.join(str(s) for s in dict.fromkeys(self.seeds))}")
         accepted = scenario_options(self.scenario)
         bad = sorted(set(self.scenario_options) - set(accepted))
         if bad:
             raise ValueError(f"scenario {self.scenario!r} has no option(s) {bad}; accepted: {', '.join(accepted)}")
-        for name in ("max_length", "encode_batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{name}={value!r} must be an integer >= 1")
-        if self.max_train_per_class is not None and (not isinstance(self.max_train_per_class, int)
-                                                     or self.max_train_per_class < 1):
-            raise ValueError(f"max_train_per_class={self.max_train_per_class!r} must be an integer >= 1 or null")
+        check_mapping(self.scenario_options, SCENARIO_BOUNDS, "scenario_options.")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ValueError(f"autocast={self.autocast!r}; accepted: auto, bf16, off")
         from ..strategies.base import build_options
 
-        for m in self.methods:
-            cls = STRATEGIES.get(m)
-            build_options(cls.Options, self.method_options.get(m), m)
+        for m in dict.fromkeys([*self.methods, *self.method_options]):  # options of methods not run, too
+            build_options(STRATEGIES.get(m).Options, self.method_options.get(m), m)
         return self
 
     def to_dict(self) -> dict:
@@ -84,6 +91,15 @@ class RunConfig:
 
 
 FIELDS = {f.name for f in dataclasses.fields(RunConfig)}
+
+# The numeric scenario options (keyword arguments of the scenario builders) and their ranges.
+SCENARIO_BOUNDS = {
+    "classes_per_task": Bounds(ge=1, integer=True),
+    "seed": Bounds(ge=0, integer=True),
+    "data_seed": Bounds(ge=0, integer=True),
+    "max_train_per_class": Bounds(ge=1, integer=True),
+    "validation_fraction": Bounds(gt=0, lt=1),
+}
 
 # What each field accepts, checked before any other validation so that a wrong type is a
 # clear ValueError rather than a TypeError from deep inside.
@@ -144,25 +160,75 @@ def config_from_mapping(data: Mapping[str, Any], where: str = "config") -> RunCo
     return RunConfig(**data, method_options=method_options)
 
 
-def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
-    """Read a YAML preset (or the defaults), apply overrides (flags), and check the result."""
+def parse_yaml(text: str, where: str):
+    """`yaml.safe_load(text)`, or a ValueError naming `where` and the line and column of the error."""
     import yaml
 
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file {path} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: expected a mapping of options, got {type(data).__name__}")
-    cfg = config_from_mapping(data, str(path or "defaults"))
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{where}: not valid YAML{at}: {problem}") from None
+
+
+def read_config_file(path: str | Path) -> dict:
+    """The mapping a YAML preset holds, or a ValueError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"config file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset "
+                         f"{err.start}); save it as UTF-8") from None
+    data = parse_yaml(text, f"config file {path}")
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path}: expected a mapping of options (key: value lines), got a YAML "
+                         f"{type(data).__name__}")
+    return data
+
+
+SCENARIO_PREFIX = "scenario_options."
+
+
+def accepted_keys() -> str:
+    """What an override key may be (for error messages)."""
+    from ..strategies import STRATEGIES
+
+    fields = ", ".join(sorted(FIELDS - {"method_options", "scenario_options"}))
+    return (f"{fields}; {SCENARIO_PREFIX}<option>; or <method>.<option> with a method of "
+            f"{', '.join(STRATEGIES.names())}")
+
+
+def apply_override(cfg: RunConfig, key: str, value: Any) -> None:
+    """Set one override (`field`, `scenario_options.<option>` or `<method>.<option>`) on `cfg`."""
+    from ..strategies import STRATEGIES
+
+    if key.startswith(SCENARIO_PREFIX):
+        cfg.scenario_options = {**cfg.scenario_options, key[len(SCENARIO_PREFIX):]: value}
+    elif "." in key:
+        method, option = key.split(".", 1)
+        if method not in STRATEGIES:
+            raise ValueError(f"unknown option {key!r}: {method!r} is not a method; accepted: {accepted_keys()}")
+        cfg.method_options.setdefault(method, {})[option] = value
+    elif key in FIELDS:
+        setattr(cfg, key, value)
+    else:
+        raise ValueError(f"unknown option {key!r}; accepted: {accepted_keys()}")
+
+
+def load_config(path: str | Path | None, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+    """Read a YAML preset (or the defaults), apply overrides (flags), and check the result.
+
+    Overrides are `field: value`, `scenario_options.<option>: value` (merged into the preset's
+    scenario options) or `<method>.<option>: value`.
+    """
+    data = read_config_file(path) if path is not None else {}
+    cfg = config_from_mapping(data, f"config file {path}" if path is not None else "defaults")
     for key, value in (overrides or {}).items():
-        if "." in key:  # method.option=value
-            method, option = key.split(".", 1)
-            cfg.method_options.setdefault(method, {})[option] = value
-        elif key in FIELDS:
-            setattr(cfg, key, value)
-        else:
-            raise ValueError(f"unknown option {key!r}")
+        apply_override(cfg, key, value)
     return cfg.check()

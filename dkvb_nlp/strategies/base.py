@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
+from ..engine.bounds import check_bounds
 from ..engine.context import RunContext, SplitData
 from ..registry import Registry
 
@@ -39,7 +40,10 @@ def _accepts(annotation, value) -> bool | None:
 
 
 def build_options(cls: type, given: Mapping[str, Any] | None, method: str):
-    """`cls(**given)` with a clear ValueError for unknown keys or values of the wrong type."""
+    """`cls(**given)` with a clear ValueError for unknown keys, values of the wrong type or out of range.
+
+    Ranges are the ones the fields declare (`engine.bounds.bounded`), checked by `check_bounds`.
+    """
     if given is not None and not isinstance(given, Mapping):
         raise ValueError(f"options of method {method!r} must be a mapping, got {given!r:.80}")
     given = dict(given or {})
@@ -54,6 +58,7 @@ def build_options(cls: type, given: Mapping[str, Any] | None, method: str):
             kind = "a number" if "float" in str(annotation) else ("an integer" if "int" in str(annotation) else annotation)
             raise ValueError(f"{method}.{name}={value!r:.60} must be {kind} (default {default!r})")
     opts = cls(**given)
+    check_bounds(opts, f"{method}.")  # every declared numeric range, in one place
     if hasattr(opts, "check"):
         opts.check()
     return opts

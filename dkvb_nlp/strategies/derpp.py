@@ -16,9 +16,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
+from ..engine.bounds import bounded
 from .base import STRATEGIES
 from .er import EROptions, ERStrategy
-from .feature_head import check_nonnegative
 
 
 @dataclasses.dataclass
@@ -27,13 +27,8 @@ class DERPPOptions(EROptions):
 
     method: ClassVar[str] = "derpp"
 
-    alpha: float = 10.0  # weight of the MSE on stored logits (tried 0.1-30)
-    beta: float = 4.0  # weight of the cross-entropy on buffer labels (tried 0.5-4)
-
-    def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        super().check()
-        check_nonnegative("derpp", alpha=self.alpha, beta=self.beta)
+    alpha: float = bounded(10.0, ge=0)  # weight of the MSE on stored logits (tried 0.1-30)
+    beta: float = bounded(4.0, ge=0)  # weight of the cross-entropy on buffer labels (tried 0.5-4)
 
 
 @STRATEGIES.register("derpp")

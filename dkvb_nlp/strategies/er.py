@@ -17,6 +17,7 @@ from typing import ClassVar
 
 import torch
 
+from ..engine.bounds import bounded
 from .base import STRATEGIES
 from .feature_head import SALT_EXTRA, FeatureHeadStrategy, HeadOptions
 
@@ -29,14 +30,8 @@ class EROptions(HeadOptions):
 
     method: ClassVar[str] = "er"
 
-    buffer_size: int = 1000  # examples in total, over all classes
-    replay_batch_size: int = 32  # buffer examples per training batch
-
-    def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        super().check()
-        if self.buffer_size < 1 or self.replay_batch_size < 1:
-            raise ValueError(f"{self.method}.buffer_size and {self.method}.replay_batch_size must be >= 1")
+    buffer_size: int = bounded(1000, ge=1)  # examples in total, over all classes
+    replay_batch_size: int = bounded(32, ge=1)  # buffer examples per training batch
 
 
 class ReservoirBuffer:

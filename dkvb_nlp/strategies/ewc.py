@@ -18,7 +18,8 @@ from typing import ClassVar
 import torch
 
 from .base import STRATEGIES
-from .feature_head import FeatureHeadStrategy, HeadOptions, check_nonnegative
+from ..engine.bounds import bounded
+from .feature_head import FeatureHeadStrategy, HeadOptions
 
 
 @dataclasses.dataclass
@@ -27,13 +28,8 @@ class EWCOptions(HeadOptions):
 
     method: ClassVar[str] = "ewc"
 
-    ewc_lambda: float = 1e4  # strength of the quadratic penalty (tried 1-1e8; flat from 1e4)
-    gamma: float = 1.0  # decay of the running Fisher (1: plain sum over tasks)
-
-    def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        super().check()
-        check_nonnegative("ewc", ewc_lambda=self.ewc_lambda, gamma=self.gamma)
+    ewc_lambda: float = bounded(1e4, ge=0)  # strength of the quadratic penalty (tried 1-1e8; flat from 1e4)
+    gamma: float = bounded(1.0, ge=0, le=1)  # decay of the running Fisher (1: plain sum over tasks)
 
 
 @STRATEGIES.register("ewc")

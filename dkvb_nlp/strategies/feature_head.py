@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from .base import Strategy
 
@@ -34,33 +35,18 @@ class HeadOptions:
 
     method: ClassVar[str] = "linear"  # the name used in error messages
 
-    lr: float = 1e-3
-    epochs: int = 5  # per task
-    batch_size: int = 32
+    lr: float = bounded(1e-3, gt=0)
+    epochs: int = bounded(5, ge=1)  # per task
+    batch_size: int = bounded(32, ge=1)
     optimizer: str = "adam"  # or 'sgd' (with `momentum`)
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
+    momentum: float = bounded(0.9, ge=0, lt=1)  # sgd only
+    weight_decay: float = bounded(0.0, ge=0)
     normalize: bool = False  # L2-normalise first; the raw states (norm ~6) did as well on CLINC150 validation
 
     def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        m = self.method
+        """Raise a ValueError naming the bad option (numeric ranges: the fields' declared bounds)."""
         if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"{m}.optimizer={self.optimizer!r}; accepted: adam, sgd")
-        if not self.lr > 0:
-            raise ValueError(f"{m}.lr={self.lr!r} must be > 0")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{m}.{name}={getattr(self, name)!r} must be >= 1")
-        if self.weight_decay < 0 or not 0 <= self.momentum < 1:
-            raise ValueError(f"{m}.weight_decay must be >= 0 and {m}.momentum in [0, 1)")
-
-
-def check_nonnegative(method: str, **values: float) -> None:
-    """ValueError unless every given option is a number >= 0."""
-    for name, value in values.items():
-        if not value >= 0:
-            raise ValueError(f"{method}.{name}={value!r} must be >= 0")
+            raise ValueError(f"{self.method}.optimizer={self.optimizer!r}; accepted: adam, sgd")
 
 
 def class_mask(width: int, seen: Iterable[int]) -> torch.Tensor:

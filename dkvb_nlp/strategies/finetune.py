@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..encoders.load import autocast_dtype
+from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from .base import STRATEGIES, Strategy
 
@@ -24,20 +25,19 @@ from .base import STRATEGIES, Strategy
 class FinetuneOptions:
     """Hyperparameters of sequential fine-tuning (AdamW, linear warm-up-free schedule)."""
 
-    lr: float = 5e-5  # encoder learning rate (AdamW)
-    head_lr: float = 1e-3  # classifier head learning rate
-    epochs: int = 1  # per task
-    batch_size: int = 32
-    weight_decay: float = 0.01
+    lr: float = bounded(5e-5, gt=0)  # encoder learning rate (AdamW)
+    head_lr: float = bounded(1e-3, gt=0)  # classifier head learning rate
+    epochs: int = bounded(1, ge=1)  # per task
+    batch_size: int = bounded(32, ge=1)
+    weight_decay: float = bounded(0.01, ge=0)
     pooling: str = "mean"  # mean of token states, or 'cls'
-    eval_batch_size: int = 128
-    max_grad_norm: float = 1.0
+    eval_batch_size: int = bounded(128, ge=1)
+    max_grad_norm: float = bounded(1.0, gt=0)
 
     def check(self) -> None:
+        """Raise a ValueError naming the bad option (numeric ranges: the fields' declared bounds)."""
         if self.pooling not in ("mean", "cls"):
             raise ValueError(f"finetune.pooling={self.pooling!r}; accepted: mean, cls")
-        if not (self.lr > 0 and self.head_lr > 0):
-            raise ValueError("finetune.lr and finetune.head_lr must be > 0")
 
 
 class TextClassifier(nn.Module):

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from .base import STRATEGIES
-from .feature_head import FeatureHeadStrategy, HeadOptions, check_nonnegative
+from ..engine.bounds import bounded
+from .feature_head import FeatureHeadStrategy, HeadOptions
 
 
 @dataclasses.dataclass
@@ -28,15 +29,8 @@ class LwFOptions(HeadOptions):
 
     method: ClassVar[str] = "lwf"
 
-    distill_lambda: float = 1e4  # weight of the distillation term (tried 0.3-1e6; flat from 1e4)
-    temperature: float = 2.0
-
-    def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        super().check()
-        check_nonnegative("lwf", distill_lambda=self.distill_lambda)
-        if not self.temperature > 0:
-            raise ValueError(f"lwf.temperature={self.temperature!r} must be > 0")
+    distill_lambda: float = bounded(1e4, ge=0)  # weight of the distillation term (tried 0.3-1e6; flat from 1e4)
+    temperature: float = bounded(2.0, gt=0)
 
 
 def distillation(new: torch.Tensor, old: torch.Tensor, temperature: float) -> torch.Tensor:

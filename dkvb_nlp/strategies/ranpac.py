@@ -21,6 +21,7 @@ import dataclasses
 import torch
 import torch.nn.functional as F
 
+from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from .base import STRATEGIES, Strategy
 from .feature_head import pooled_features
@@ -32,16 +33,10 @@ RIDGE_GRID = tuple(10.0 ** k for k in range(-8, 14))  # RanPAC's candidates
 class RanPACOptions:
     """Projection size and ridge strength (tuned on CLINC150 class_il validation)."""
 
-    dim: int = 5000  # M, the random projection's size
-    ridge: float | None = 100.0  # lambda (tried 1e-4-1e5); null: RanPAC's per-task hold-out rule (order-dependent)
+    dim: int = bounded(5000, ge=1)  # M, the random projection's size
+    # lambda (tried 1e-4-1e5); null: RanPAC's per-task hold-out rule (order-dependent)
+    ridge: float | None = bounded(100.0, gt=0)
     normalize: bool = True  # L2-normalise the pooled features before projecting
-
-    def check(self) -> None:
-        """Raise a ValueError naming the bad option."""
-        if self.dim < 1:
-            raise ValueError(f"ranpac.dim={self.dim!r} must be >= 1")
-        if self.ridge is not None and not (isinstance(self.ridge, (int, float)) and self.ridge > 0):
-            raise ValueError(f"ranpac.ridge={self.ridge!r} must be > 0, or null for RanPAC's selection rule")
 
 
 def select_ridge(h: torch.Tensor, targets: torch.Tensor) -> float:
