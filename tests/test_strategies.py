@@ -17,7 +17,8 @@ TINY_CLASSES = ["alarm", "balance", "bill_due", "calories", "car_rental", "cance
 
 # Small options so each method runs in about a second on the tiny stream.
 FAST = {
-    "dkvb": {"num_codebooks": 4, "num_keys": 16, "epochs": 2, "key_init_epochs": 1, "key_init_batch_rows": 128},
+    "dkvb": {"num_codebooks": 4, "num_keys": 16, "epochs": 2, "key_init_epochs": 1, "key_init_batch_rows": 128,
+             "ridge_features": 64},
     "finetune": {"batch_size": 8, "eval_batch_size": 64},
     "ranpac": {"dim": 64},
     "er": {"buffer_size": 8, "replay_batch_size": 4, "epochs": 2},
@@ -130,6 +131,10 @@ def test_every_method_runs_with_one_head_per_task(method, tiny_data, tiny_cache)
     ("nmc", {"lr": 0.1}, "method 'nmc' has no option(s) ['lr']"),
     ("finetune_joint", {"schedule": "end"}, "finetune_joint.schedule='end'; accepted: final, cumulative"),
     ("linear", {"normalize": "yes"}, "linear.normalize='yes' must be"),
+    ("dkvb", {"values": "bayes"}, "unknown value rule 'bayes'; accepted: counts, counts+ridge, ridge, sgd"),
+    ("dkvb", {"loss_classes": "all"}, "dkvb.loss_classes='all'; accepted: seen, task"),
+    ("dkvb", {"smoothing": -1.0}, "dkvb.smoothing=-1.0 must be a finite number > 0"),
+    ("dkvb", {"ridge": 0}, "dkvb.ridge=0 must be a finite number > 0"),
 ])
 def test_bad_options_are_clear_errors(method, options, message, tiny_data, tiny_cache):
     ctx = tiny_context(tiny_data, tiny_cache)
@@ -207,6 +212,26 @@ def test_joint_variants_equal_their_sequential_method_after_the_first_task(tiny_
         for t in range(ctx.num_tasks):
             data = ctx.split(t, "test")
             torch.testing.assert_close(b.logits(data)[:, seen], a.logits(data)[:, seen], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("values", ["counts", "ridge", "counts+ridge"])
+def test_order_free_dkvb_ends_exactly_where_its_iid_twin_does(values, tiny_data, tiny_cache):
+    # Class-incremental with an order-free rule = i.i.d. training on the union: the same last row.
+    rows = {}
+    for method in ("dkvb", "dkvb_joint"):
+        ctx = tiny_context(tiny_data, tiny_cache)
+        run = run_continual(ctx, STRATEGIES.get(method)(ctx, {**fast_options(method), "values": values}),
+                            dataset="tiny", log=quiet)
+        rows[method] = run["accuracy_matrix"][-1]
+    assert rows["dkvb"] == rows["dkvb_joint"]
+
+
+@pytest.mark.parametrize("loss_classes", ["seen", "task"])
+def test_dkvb_sgd_rule_runs_with_either_loss(loss_classes, tiny_data, tiny_cache):
+    ctx = tiny_context(tiny_data, tiny_cache)
+    options = {**fast_options("dkvb"), "values": "sgd", "loss_classes": loss_classes}
+    run = run_continual(ctx, STRATEGIES.get("dkvb")(ctx, options), dataset="tiny", log=quiet)
+    assert np.array(run["accuracy_matrix"]).shape == (3, 3)
 
 
 def test_finetune_joint_final_learns_once_what_cumulative_learns_last(tiny_data, tiny_cache):

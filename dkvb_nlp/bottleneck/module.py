@@ -24,6 +24,7 @@ from .key_init import KEY_INITS
 from .pooling import POOLINGS
 from .search import resolve_search, SEARCHES
 from .splitters import SPLITTERS
+from .value_rules import back_logits
 
 VALUE_INITS = ("zeros", "normal")
 PAD = -1  # index of padding positions in (B, T, C) index tensors
@@ -109,6 +110,8 @@ class KeyValueBottleneck(nn.Module):
         # The value table is stored flat, (C*K, dv), so embedding_bag can give sparse row grads;
         # `values` is its (C, K, dv) view.
         self.value_table = nn.Parameter(self._new_values(num_codebooks * num_keys, value_dim, seed))
+        # An order-free value rule's statistics (value_rules.attach_values_rule), or None (SGD).
+        self.values_rule = None
 
     # ------------------------------------------------------------------ configuration
     @property
@@ -321,7 +324,7 @@ class KeyValueBottleneck(nn.Module):
             indices = self.quantize(x, mask)
         elif x is not None:
             raise ValueError("give either features x or indices=, not both")
-        return self.decoder(self.pool_values(indices))
+        return back_logits(self, indices)
 
     # ------------------------------------------------------------------ growth
     def add_classes(self, n: int) -> "KeyValueBottleneck":
@@ -336,6 +339,8 @@ class KeyValueBottleneck(nn.Module):
             self.value_table = nn.Parameter(torch.cat([old, extra], dim=1))
             self._config["value_dim"] = self.value_table.shape[1]
         self.decoder.add_classes(n)
+        if self.values_rule is not None:
+            self.values_rule.add_classes(n)
         self._config["num_classes"] = self.decoder.num_classes
         return self
 

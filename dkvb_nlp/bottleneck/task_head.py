@@ -13,6 +13,7 @@ from torch import nn
 
 from .decoders import DECODERS
 from .module import KeyValueBottleneck
+from .value_rules import back_logits
 
 
 class TaskHead(nn.Module):
@@ -30,6 +31,10 @@ class TaskHead(nn.Module):
         seed = cfg["seed"] if seed is None else seed
         self.value_table = nn.Parameter(front._new_values(front.num_codebooks * front.num_keys, value_dim, seed))
         self.decoder = DECODERS.get(cfg["decoder"])(value_dim, num_classes, cfg["decoder_hidden"])
+        self.values_rule = None  # an order-free value rule's statistics (value_rules), or None
+
+    key_dim = property(lambda self: self.front.key_dim)
+    keys = property(lambda self: self.front.keys)
 
     @property
     def front(self) -> KeyValueBottleneck:
@@ -55,7 +60,7 @@ class TaskHead(nn.Module):
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         """Class logits of this task from key indices."""
-        return self.decoder(self.pool_values(indices))
+        return back_logits(self, indices)
 
     def add_classes(self, n: int) -> "TaskHead":
         """Add n classes without changing existing values (rebuild optimisers afterwards)."""
@@ -64,4 +69,6 @@ class TaskHead(nn.Module):
             extra = self.front._new_values(old.shape[0], n, old.shape[1]).to(old)
             self.value_table = nn.Parameter(torch.cat([old, extra], dim=1))
         self.decoder.add_classes(n)
+        if self.values_rule is not None:
+            self.values_rule.add_classes(n)
         return self

@@ -17,14 +17,40 @@ import torch.nn.functional as F
 from .module import KeyValueBottleneck
 
 
-def cross_entropy_grad(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float):
-    """Mean cross-entropy with label smoothing and its gradient w.r.t. logits, in closed form."""
+def cross_entropy_grad(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float,
+                       active: torch.Tensor | None = None):
+    """Mean cross-entropy with label smoothing and its gradient w.r.t. logits, in closed form.
+
+    `active` (a bool mask over the classes) restricts the softmax to those classes: the
+    others get no probability, no smoothing mass and a zero gradient (the labels trick).
+    """
     b, n = logits.shape
+    if active is not None:
+        logits = logits.masked_fill(~active, float("-inf"))
+        n = int(active.sum())
     log_p = torch.log_softmax(logits, dim=1)
     target = torch.full_like(logits, label_smoothing / n)
+    if active is not None:
+        target = target * active
+        log_p = log_p.masked_fill(~active, 0.0)
     target[torch.arange(b, device=logits.device), labels] += 1.0 - label_smoothing
     loss = -(target * log_p).sum() / b
-    return loss, (log_p.exp() - target) / b
+    return loss, (log_p.exp() * (active if active is not None else 1) - target) / b
+
+
+def active_mask(classes, num_classes: int, labels: torch.Tensor) -> torch.Tensor | None:
+    """A bool mask over `num_classes` marking `classes` (None: all); every label must be in it."""
+    if classes is None:
+        return None
+    mask = torch.zeros(num_classes, dtype=torch.bool, device=labels.device)
+    ids = torch.as_tensor(list(classes) if not isinstance(classes, torch.Tensor) else classes,
+                          dtype=torch.long).to(labels.device)
+    if ids.numel() == 0 or int(ids.min()) < 0 or int(ids.max()) >= num_classes:
+        raise ValueError(f"loss classes {ids.tolist()[:10]} must be a non-empty set of ids in 0..{num_classes - 1}")
+    mask[ids] = True
+    if labels.numel() and not bool(mask[labels.long()].all()):
+        raise ValueError("a label is outside the loss classes; the current task's classes must include every label")
+    return mask
 
 
 class ValueSGD:
@@ -41,12 +67,15 @@ class ValueSGD:
             slower. True gives every fetched row the whole pooled gradient: one step moves an
             example's logits by lr x grad whatever its length or the number of codebooks
             (a preconditioned step, the same direction per example).
+        loss_classes: None (default: the softmax covers every class of the head, 'seen') or the
+            ids of the classes the loss covers (e.g. the current task's: the labels trick of
+            Zeno et al., 2018). Other classes' value columns then get no update at all.
     """
 
     def __init__(self, bottleneck: KeyValueBottleneck, lr: float, label_smoothing: float = 0.0,
                  decoder_optimizer: torch.optim.Optimizer | None = None,
                  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
-                 length_free: bool = False):
+                 length_free: bool = False, loss_classes=None):
         if not lr > 0:
             raise ValueError(f"lr={lr} must be > 0")
         if not 0.0 <= label_smoothing < 1.0:
@@ -55,6 +84,10 @@ class ValueSGD:
         self.decoder_optimizer = decoder_optimizer
         self.loss_fn = loss_fn
         self.length_free = length_free
+        self.loss_classes = loss_classes
+        if loss_classes is not None and (loss_fn is not None or any(
+                p.requires_grad for p in bottleneck.decoder.parameters())):
+            raise ValueError("loss_classes needs the non-parametric decoder and the default loss")
 
     def step(self, indices: torch.Tensor, labels: torch.Tensor, check: bool = True) -> float:
         """One SGD step on indices (B, [T,] C) and labels (B,); returns the loss.
@@ -69,7 +102,9 @@ class ValueSGD:
         decoder_params = [p for p in model.decoder.parameters() if p.requires_grad]
         if self.loss_fn is None and not decoder_params:
             # non-parametric decoder + cross-entropy: closed form, no autograd graph at all
-            loss, grad = cross_entropy_grad(model.decoder(pooled), labels, self.label_smoothing)
+            logits = model.decoder(pooled)
+            active = active_mask(self.loss_classes, logits.shape[1], labels)
+            loss, grad = cross_entropy_grad(logits, labels, self.label_smoothing, active)
         else:
             pooled.requires_grad_(True)
             logits = model.decoder(pooled)

@@ -2,11 +2,15 @@
 
     setup:  keys <- EMA k-means over unlabelled token states (the key-init corpus), frozen
             indices <- nearest key of every token of every split, computed once
-    learn:  ValueSGD epochs over the task's (indices, labels); nothing else is trained
+    learn:  the value rule (`values`) over the task's (indices, labels); nothing else is trained
+            - order-free rules ('counts', 'ridge', 'counts+ridge'): add the task's examples to
+              sums (class-by-key counts, a ridge readout's Gram matrix); the model after the
+              last task is the model of one pass over all tasks, whatever their order
+            - 'sgd': ValueSGD epochs (the papers' rule); the loss covers the classes seen so
+              far (`loss_classes: seen`) or the task's own (`task`, the labels trick)
 
-Single head: the label set grows as tasks bring classes (new value columns, zero-initialised),
-and the loss covers the classes seen so far. One head per task: a value table per head over
-the same keys.
+Single head: the label set grows as tasks bring classes (new value columns). One head per
+task: a value table (and statistics) per head over the same keys.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..bottleneck import KeyValueBottleneck, TaskHead, ValueSGD
+from ..bottleneck import LOSS_CLASSES, VALUE_RULES, KeyValueBottleneck, TaskHead, ValueSGD
+from ..bottleneck.value_rules import attach_values_rule, back_logits
 from ..engine.context import SplitData
 from ..faults import crash_point
 from .base import STRATEGIES, Strategy
@@ -54,6 +59,14 @@ class DKVBOptions:
     # random start; 0.8 gave +0.7 validation points on CLINC150 over 3 seeds (sweep_dkvb_clinc_part4)
     ema_decay: float = 0.8
     dead_key_threshold: float | None = None
+    # How the values learn (bottleneck/value_rules.py): 'counts+ridge' (default), 'counts',
+    # 'ridge' (order-free) or 'sgd' (the papers' gradient steps; the options below 'lr' apply).
+    values: str = "counts+ridge"
+    smoothing: float = 0.1  # additive smoothing of the class-by-key counts
+    counts_weight: float = 0.1  # scale of the count values beside the ridge readout
+    ridge: float = 100.0  # lambda of the ridge readout
+    ridge_features: int = 4096  # M, random features of the pooled keys (memory M^2 float64)
+    loss_classes: str = "seen"  # sgd: softmax over the classes seen so far, or 'task' (labels trick)
     lr: float = 30.0  # plain SGD on the values (no momentum, no weight decay); see lr_scale
     # 'length_free': every value row an example fetches takes the example's whole gradient, so
     # lr is the step of an example's own logits whatever its length (robust from intents to
@@ -65,6 +78,15 @@ class DKVBOptions:
     decoder_lr: float = 1e-3  # Adam on a parametric decoder's weights
 
     def check(self) -> None:
+        VALUE_RULES.get(self.values)
+        if self.loss_classes not in LOSS_CLASSES:
+            raise ValueError(f"dkvb.loss_classes={self.loss_classes!r}; accepted: {', '.join(LOSS_CLASSES)}")
+        for name in ("smoothing", "counts_weight", "ridge"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
+                raise ValueError(f"dkvb.{name}={value!r} must be a finite number > 0")
+        if not isinstance(self.ridge_features, int) or self.ridge_features < 1:
+            raise ValueError(f"dkvb.ridge_features={self.ridge_features!r} must be an integer >= 1")
         if self.lr_scale not in ("length_free", "none"):
             raise ValueError(f"dkvb.lr_scale={self.lr_scale!r}; accepted: length_free, none")
         for name in ("lr", "decoder_lr"):
@@ -98,6 +120,9 @@ class DKVBStrategy(Strategy):
         )
         self.heads = [self.front] + [TaskHead(self.front, n, seed=self.ctx.seed + h)
                                      for h, n in enumerate(stream.classes_per_head[1:], 1)]
+        for h, head in enumerate(self.heads):
+            attach_values_rule(head, o.values, smoothing=o.smoothing, counts_weight=o.counts_weight,
+                               ridge=o.ridge, ridge_features=o.ridge_features, seed=self.ctx.seed + h)
 
     def validate(self) -> None:
         """Build the bottleneck once: impossible shapes (C not dividing the hidden size, K < 1) fail now."""
@@ -178,11 +203,26 @@ class DKVBStrategy(Strategy):
         labels = torch.tensor(data.labels, dtype=torch.long)
         if int(labels.max()) >= head.num_classes:
             raise RuntimeError(f"task {task_id} has label {int(labels.max())} beyond the {head.num_classes} classes")
+        gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id))
+        self._fit(head, idx, labels, gen, task_classes=np.unique(data.labels).tolist())
+
+    def _fit(self, head, idx, labels: torch.Tensor, gen: torch.Generator, task_classes=None) -> None:
+        """Teach `head` the examples (idx, labels) with the value rule (idx: a tensor or IndexRows)."""
+        o = self.opts
+        if head.values_rule is not None:  # order-free: add the examples to the sums, block by block
+            if isinstance(idx, torch.Tensor):
+                head.check_indices(idx)
+            else:
+                idx.check(head)
+            for start in range(0, len(idx), 4096):
+                batch = torch.arange(start, min(len(idx), start + 4096))
+                head.values_rule.partial_fit(idx[batch], labels[batch], check=False)
+            return
         dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
         dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
-        gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id))
+        loss_classes = task_classes if o.loss_classes == "task" else None
         sgd = ValueSGD(head, lr=o.lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt,
-                       length_free=o.lr_scale == "length_free")
+                       length_free=o.lr_scale == "length_free", loss_classes=loss_classes)
         for _ in range(o.epochs):
             sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)
 
@@ -190,7 +230,7 @@ class DKVBStrategy(Strategy):
     def logits(self, data: SplitData) -> torch.Tensor:
         head = self.heads[data.head]
         idx = self.indices(data)
-        out = [head.decoder(head.pool_values(idx[i : i + 2048])) for i in range(0, idx.shape[0], 2048)]
+        out = [back_logits(head, idx[i : i + 2048]) for i in range(0, idx.shape[0], 2048)]
         logits = torch.cat(out) if out else torch.zeros(0, head.num_classes)
         width = self.ctx.stream.classes_per_head[data.head]
         if logits.shape[1] < width:  # classes not yet added cannot be predicted

@@ -1,0 +1,132 @@
+"""Value rules: how a bottleneck's trainable back learns from (key indices, labels).
+
+    sgd            gradient steps on the values (ValueSGD; the papers' rule), task after task
+    counts         values = naive Bayes log-likelihoods of class-by-key counts (CountValues)
+    ridge          zero values + a ridge readout on the pooled keys (RidgeReadout)
+    counts+ridge   both: logits = counts values (x counts_weight) + ridge readout
+
+The three last are order-free: they keep sums over examples, so learning tasks in any order,
+one example at a time or all at once gives the same model (class-incremental = i.i.d.), and
+no example is stored. `OrderFreeValues` holds their statistics as a submodule of the head
+(`head.values_rule`), so `state_dict`, checkpoints and `save_pretrained` keep them and
+`partial_fit` can go on after loading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..registry import Registry
+from .ridge_readout import RidgeReadout, pooled_keys
+from .value_counts import CountValues
+
+
+@dataclass(frozen=True)
+class ValueRule:
+    """What a rule keeps: count statistics, a ridge readout, or neither (gradient steps)."""
+
+    counts: bool
+    ridge: bool
+
+    @property
+    def order_free(self) -> bool:
+        return self.counts or self.ridge
+
+
+VALUE_RULES: Registry[ValueRule] = Registry("value rule")
+for _name, _rule in (("sgd", ValueRule(False, False)), ("counts", ValueRule(True, False)),
+                     ("ridge", ValueRule(False, True)), ("counts+ridge", ValueRule(True, True))):
+    VALUE_RULES.register(_name)(_rule)
+LOSS_CLASSES = ("seen", "task")
+
+
+class OrderFreeValues(nn.Module):
+    """The statistics of an order-free rule for one head (a bottleneck or a TaskHead).
+
+    Args:
+        head: the trainable back it writes (non-parametric decoder for counts).
+        rule: 'counts', 'ridge' or 'counts+ridge'.
+        smoothing: additive smoothing of the counts.
+        counts_weight: scale of the count values.
+        ridge: lambda of the readout; ridge_features: its size M.
+        seed: seeds the readout's projection.
+    """
+
+    def __init__(self, head, rule: str, *, smoothing: float = 0.1, counts_weight: float = 1.0,
+                 ridge: float = 100.0, ridge_features: int = 4096, seed: int = 0):
+        super().__init__()
+        spec = VALUE_RULES.get(rule)
+        if not spec.order_free:
+            raise ValueError(f"value rule {rule!r} is not order-free; accepted: counts, ridge, counts+ridge")
+        front = getattr(head, "front", head)
+        if spec.counts and head.decoder.grows_values is False:
+            raise ValueError("value rule with counts needs decoder='non_parametric' (the values are the logits)")
+        self.rule = rule
+        self._head = [head]  # not registered: the head owns this module, not the reverse
+        n = head.num_classes
+        self.counts = CountValues(front.num_codebooks, front.num_keys, n, smoothing, counts_weight) \
+            if spec.counts else None
+        self.readout = RidgeReadout(front.num_codebooks * front.key_dim, n, ridge_features, ridge, seed) \
+            if spec.ridge else None
+
+    @property
+    def head(self):
+        return self._head[0]
+
+    @property
+    def front(self):
+        return getattr(self.head, "front", self.head)
+
+    def add_classes(self, n: int) -> None:
+        for part in (self.counts, self.readout):
+            if part is not None:
+                part.add_classes(n)
+
+    @torch.no_grad()
+    def partial_fit(self, indices: torch.Tensor, labels: torch.Tensor, check: bool = True) -> "OrderFreeValues":
+        """Add examples (indices (B, [T,] C), labels (B,)) and refresh the head's values."""
+        if check:
+            self.front.check_indices(indices)
+        labels = torch.as_tensor(labels)
+        if self.counts is not None:
+            self.counts.partial_fit(indices, labels)
+        if self.readout is not None:
+            self.readout.partial_fit(pooled_keys(self.front, indices), labels)
+        self.write_values()
+        return self
+
+    @torch.no_grad()
+    def write_values(self) -> None:
+        """Copy the values derived from the counts into the head's value table (zeros without counts)."""
+        table = self.head.value_table
+        if self.counts is None:
+            table.data.zero_()
+        else:
+            table.data.copy_(self.counts.values().to(table))
+
+    def extra_logits(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """The readout's logits (B, classes), or None without a readout."""
+        if self.readout is None:
+            return None
+        return self.readout(pooled_keys(self.front, indices))
+
+
+def attach_values_rule(head, rule: str, **options) -> OrderFreeValues | None:
+    """Give `head` the statistics of an order-free `rule` (None for 'sgd'); returns them."""
+    if not VALUE_RULES.get(rule).order_free:
+        head.values_rule = None
+        return None
+    head.values_rule = OrderFreeValues(head, rule, **options)
+    return head.values_rule
+
+
+def back_logits(head, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Logits of a trainable back from key indices: decoder(pooled values) [+ its readout]."""
+    logits = head.decoder(head.pool_values(indices, check=check))
+    rule = getattr(head, "values_rule", None)
+    if rule is not None and rule.readout is not None:
+        logits = logits + rule.extra_logits(indices)
+    return logits
