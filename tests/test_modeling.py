@@ -213,3 +213,56 @@ def test_pipeline_returns_label_names(tiny_encoder_dir, tmp_path):
     enc = tokens(model, ["book a flight", "what is my balance"])
     expected = [model.config.id2label[i] for i in model.eval()(**enc).logits.argmax(1).tolist()]
     assert [o["label"] for o in out] == expected
+
+
+# ------------------------------------------------------------------ order-free learning (partial_fit)
+FIT_LABELS = ["travel", "bank", "music", "alarm", "weather", "bank", "travel", "home"] * 4
+
+
+def test_partial_fit_adds_labels_on_the_fly_and_halves_equal_one_call(tiny_encoder_dir, tmp_path):
+    folder = tiny_encoder_dir("bert")
+    one = tiny_model(folder, id2label={0: "travel"}, ridge_features=32)
+    two = tiny_model(folder, id2label={0: "travel"}, ridge_features=32)
+    one.partial_fit(TEXTS, FIT_LABELS)
+    two.partial_fit(TEXTS[16:], FIT_LABELS[16:]).partial_fit(TEXTS[:16], FIT_LABELS[:16])
+    assert one.config.num_labels == 6 and set(one.config.label2id) == set(FIT_LABELS)
+    # the halves came in another order, so label ids differ: compare by label name
+    lo, lt = one(**tokens(one, TEXTS)).logits, two(**tokens(two, TEXTS)).logits
+    order = [two.config.label2id[one.config.id2label[i]] for i in range(6)]
+    torch.testing.assert_close(lt[:, order], lo, rtol=1e-4, atol=1e-4)
+    assert [one.config.id2label[i] for i in lo.argmax(1).tolist()] == FIT_LABELS  # it learned the texts
+
+
+def test_partial_fit_statistics_survive_save_and_load(tiny_encoder_dir, tmp_path):
+    folder = tiny_encoder_dir("bert")
+    model = tiny_model(folder, id2label={0: "travel"}, ridge_features=32)
+    model.partial_fit(TEXTS[:16], FIT_LABELS[:16])
+    model.save_pretrained(tmp_path / "m")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "m")
+    for m in (model, loaded):
+        m.partial_fit(TEXTS[16:], FIT_LABELS[16:])
+    torch.testing.assert_close(loaded(**tokens(loaded, TEXTS)).logits, model(**tokens(model, TEXTS)).logits,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, call, match", [
+    (dict(values="sgd"), lambda m: m.partial_fit(TEXTS[:2], ["a", "b"]), "partial_fit needs an order-free value rule"),
+    ({}, lambda m: m.partial_fit(TEXTS[:2], [0, 7]), "label 7 outside the head's classes 0 to 2"),
+    ({}, lambda m: m.partial_fit(TEXTS[:2], ["a"]), "1 labels for 2 texts"),
+    ({}, lambda m: m.partial_fit([], []), "no texts|empty"),
+    ({}, lambda m: m.partial_fit(TEXTS[:2], ["a", 1]), "all names or all integer ids"),
+])
+def test_partial_fit_rejects_bad_input(kwargs, call, match, tiny_encoder_dir):
+    model = tiny_model(tiny_encoder_dir("bert"), ridge_features=16, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        call(model)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(values="bayes"), "unknown values 'bayes'; accepted: counts, counts\\+ridge, ridge, sgd"),
+    (dict(smoothing=-1.0), "smoothing=-1.0 must be a finite number > 0"),
+    (dict(ridge=0.0), "ridge=0.0 must be a finite number > 0"),
+])
+def test_config_rejects_bad_value_rules(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DKVBConfig(**kwargs)

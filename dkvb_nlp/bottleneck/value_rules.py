@@ -63,7 +63,8 @@ class OrderFreeValues(nn.Module):
             raise ValueError(f"value rule {rule!r} is not order-free; accepted: counts, ridge, counts+ridge")
         front = getattr(head, "front", head)
         if spec.counts and head.decoder.grows_values is False:
-            raise ValueError("value rule with counts needs decoder='non_parametric' (the values are the logits)")
+            raise ValueError(f"value rule {rule!r} needs decoder='non_parametric' (its values are the logits); "
+                             "with a 'linear' or 'mlp' decoder use values 'sgd' or 'ridge'")
         self.rule = rule
         self._head = [head]  # not registered: the head owns this module, not the reverse
         n = head.num_classes

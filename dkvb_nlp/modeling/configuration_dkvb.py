@@ -7,7 +7,9 @@ try:  # transformers >= 5 renamed the base class; 4.x has only the old name
 except ImportError:  # pragma: no cover - transformers 4.x
     from transformers import PretrainedConfig as _BaseConfig
 
-from ..bottleneck import DECODERS, KEY_INITS, POOLINGS, SPLITTERS
+import math
+
+from ..bottleneck import DECODERS, KEY_INITS, POOLINGS, SPLITTERS, VALUE_RULES
 from ..encoders.resolve import DEFAULT_ENCODER
 
 AUTOCAST = ("auto", "bf16", "off")
@@ -40,6 +42,17 @@ class DKVBConfig(_BaseConfig):
         dead_key_threshold: EMA count under which a key restarts from a batch sample;
             None = 0.1 x batch rows / K, as the paper's code.
         key_init_batch_rows: vectors per EMA update (at least K is best). Default 8192.
+        values: how the values learn (`dkvb_nlp.bottleneck.value_rules`): 'counts+ridge'
+            (the default with the non-parametric decoder), 'counts' or 'ridge' learn in closed form from sums over examples with
+            `model.partial_fit(texts, labels)` (order-free: any order of examples or tasks gives
+            the same model, and the statistics are saved with it); 'sgd' leaves the values to
+            gradient training (`ValueSGD`, the HF `Trainer`), as the papers do (the default with
+            a 'linear' or 'mlp' decoder).
+        smoothing: additive smoothing of the class-by-key counts. Default 0.1.
+        counts_weight: scale of the count values beside the ridge readout. Default 0.1.
+        ridge: lambda of the ridge readout on the pooled keys. Default 100.
+        ridge_features: M random features of the readout (its statistics take M^2 float64:
+            134 MB at 4096). Default 4096.
         task_labels: None for one head over `id2label` (labels can be added later), or a
             list of label-name lists, one value table per task (task-incremental, multi-head).
         seed: seeds random projections, value init and key sampling. Default 0.
@@ -68,6 +81,11 @@ class DKVBConfig(_BaseConfig):
         ema_decay: float = 0.95,
         dead_key_threshold: float | None = None,
         key_init_batch_rows: int = 8192,
+        values: str | None = None,
+        smoothing: float = 0.1,
+        counts_weight: float = 0.1,
+        ridge: float = 100.0,
+        ridge_features: int = 4096,
         task_labels: list[list[str]] | None = None,
         encoder_hidden_size: int | None = None,
         seed: int = 0,
@@ -99,6 +117,14 @@ class DKVBConfig(_BaseConfig):
         self.ema_decay = float(ema_decay)
         self.dead_key_threshold = dead_key_threshold
         self.key_init_batch_rows = _positive("key_init_batch_rows", key_init_batch_rows)
+        if values is None:
+            values = "counts+ridge" if decoder_type == "non_parametric" else "sgd"
+        self.values = _choice("values", values, VALUE_RULES.names())
+        for name, value in (("smoothing", smoothing), ("counts_weight", counts_weight), ("ridge", ridge)):
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a finite number > 0")
+        self.smoothing, self.counts_weight, self.ridge = float(smoothing), float(counts_weight), float(ridge)
+        self.ridge_features = _positive("ridge_features", ridge_features)
         self.task_labels = task_labels
         self.encoder_hidden_size = encoder_hidden_size
         self.seed = int(seed)

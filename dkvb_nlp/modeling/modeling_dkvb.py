@@ -24,7 +24,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..bottleneck import KeyValueBottleneck, TaskHead
+from ..bottleneck import KeyValueBottleneck, TaskHead, attach_values_rule, back_logits
 from ..encoders import autocast_dtype, check_texts, hidden_size, iter_encoded, load_encoder, load_tokenizer
 from .configuration_dkvb import DKVBConfig
 
@@ -80,8 +80,15 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         self.task_heads = nn.ModuleList(
             TaskHead(self.bottleneck, n, config.value_dim, seed=config.seed + t) for t, n in enumerate(sizes[1:], 1)
         )
+        for t, head in enumerate([self.bottleneck, *self.task_heads]):
+            self._attach_rule(head, t)
         self._tokenizer = tokenizer
         self.post_init()
+
+    def _attach_rule(self, head, task_id: int) -> None:
+        cfg = self.config
+        attach_values_rule(head, cfg.values, smoothing=cfg.smoothing, counts_weight=cfg.counts_weight,
+                           ridge=cfg.ridge, ridge_features=cfg.ridge_features, seed=cfg.seed + task_id)
 
     # ------------------------------------------------------------------ parts
     @property
@@ -199,8 +206,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         return out
 
     def _head_logits(self, task_id: int, indices: torch.Tensor) -> torch.Tensor:
-        head = self.head(task_id)
-        return head.decoder(head.pool_values(indices))
+        return back_logits(self.head(task_id), indices)
 
     def forward(
         self,
@@ -248,6 +254,60 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             total = total + F.cross_entropy(logits[rows, :n], labels[rows], reduction="sum")
         return total / labels.numel()
 
+    # ------------------------------------------------------------------ learning without gradients
+    @torch.no_grad()
+    def partial_fit(self, texts: Sequence[str], labels: Sequence, text_pairs: Sequence[str] | None = None, *,
+                    task_id: int | None = None, batch_size: int = 64,
+                    progress: bool | None = None) -> "DKVBForSequenceClassification":
+        """Learn labelled texts with the order-free value rule (`config.values`); no task boundary.
+
+        `labels` are label names (single head: a name not seen before becomes a new class on
+        the fly) or ids of `config.id2label` (of head `task_id`'s labels with several heads).
+        Calls add up: learning texts in two calls, in any order, or one at a time gives the
+        same model as one call with all of them. Keys must be initialised first.
+        """
+        head = self.head(0 if task_id is None else task_id)
+        if head.values_rule is None:
+            raise ValueError(f"partial_fit needs an order-free value rule, but config.values={self.config.values!r}; "
+                             "use DKVBConfig(values='counts+ridge' | 'counts' | 'ridge'), or train 'sgd' values "
+                             "with ValueSGD or the Trainer")
+        texts = check_texts(texts)
+        labels = list(labels)
+        if len(labels) != len(texts):
+            raise ValueError(f"{len(labels)} labels for {len(texts)} texts")
+        ids = torch.tensor(self._label_ids(labels, task_id), dtype=torch.long)
+        if text_pairs is not None and len(text_pairs) != len(texts):
+            raise ValueError(f"{len(text_pairs)} text pairs for {len(texts)} texts")
+        for batch in self.iter_encoded(texts, text_pairs, batch_size=batch_size, progress=progress):
+            indices = self.bottleneck.quantize(batch.states.to(self.device), batch.mask.to(self.device))
+            head.values_rule.partial_fit(indices, ids[batch.positions].to(self.device))
+        return self
+
+    def _label_ids(self, labels: list, task_id: int | None) -> list[int]:
+        """Label names or ids -> ids of the head; new names join a single head on the fly."""
+        if not labels:
+            raise ValueError("partial_fit got no texts")
+        names = [x for x in labels if isinstance(x, str)]
+        if names and len(names) != len(labels):
+            raise ValueError("give labels as all names or all integer ids, not a mix")
+        if names:
+            if self.num_heads == 1:
+                new = [n for n in dict.fromkeys(names) if n not in self.config.label2id]
+                if new:
+                    self.add_labels(new)
+                return [self.config.label2id[n] for n in names]
+            task = 0 if task_id is None else task_id
+            local = {n: i for i, n in enumerate(self.config.task_labels[task])}
+            unknown = sorted({n for n in names if n not in local})
+            if unknown:
+                raise ValueError(f"labels {unknown[:5]} are not labels of task {task}; add them with add_task")
+            return [local[n] for n in names]
+        width = self.head(0 if task_id is None else task_id).num_classes
+        bad = [x for x in labels if isinstance(x, bool) or not isinstance(x, int) or not 0 <= x < width]
+        if bad:
+            raise ValueError(f"label {bad[0]!r} outside the head's classes 0 to {width - 1} (or give label names)")
+        return [int(x) for x in labels]
+
     # ------------------------------------------------------------------ growing
     def add_labels(self, names: Sequence[str]) -> "DKVBForSequenceClassification":
         """Single head: add classes later (new logit columns); existing values do not change."""
@@ -265,8 +325,9 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         if cfg.task_labels is None:  # turn the single head into task 0
             cfg.task_labels = [[cfg.id2label[i] for i in range(cfg.num_labels)]]
         device = self.bottleneck.value_table.device
-        self.task_heads.append(TaskHead(self.bottleneck, len(names), cfg.value_dim,
-                                        seed=cfg.seed + self.num_heads).to(device))
+        head = TaskHead(self.bottleneck, len(names), cfg.value_dim, seed=cfg.seed + self.num_heads)
+        self._attach_rule(head, self.num_heads)
+        self.task_heads.append(head.to(device))
         cfg.task_labels = cfg.task_labels + [names]
         self._set_labels([n for labels in cfg.task_labels for n in labels])
         return self.num_heads - 1
