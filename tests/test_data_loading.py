@@ -234,3 +234,91 @@ def test_mr_drops_its_empty_reviews():
     assert (len(data["train"]), len(data["test"])) == (7108 - 6, 3554 - 4)
     with pytest.raises(ValueError, match="empty 'text'"):
         load_text_dataset(root / "mr")  # a plain folder gets the strict default
+
+
+# --- strict inputs: every problem names the file and line ------------------------------------
+
+
+def write_lines(path: Path, lines: list[str], encoding: str = "utf-8") -> Path:
+    path.write_bytes("".join(line + "\n" for line in lines).encode(encoding))
+    return path
+
+
+GOOD = [json.dumps(r) for r in ROWS]
+
+
+@pytest.mark.parametrize("bad_line, message", [
+    ('{"text": 12345, "label": "pos"}', r"train\.jsonl, line 4 \(row 3\): 'text' is 12345 \(a number\), not a string"),
+    ('{"text": ["a"], "label": "pos"}', r"line 4 \(row 3\): 'text' is \['a'\] \(a list\), not a string"),
+    ('{"text": "a", "label": "pos", "text_pair": 7}', r"line 4 \(row 3\): 'text_pair' is 7"),
+    ('{"text": "a", "label": "pos", "domain": null}', r"line 4 \(row 3\): 'domain' is None \(null\)"),
+    ('{"text": "a", "label": 1}', r"line 4 \(row 3\): 'label' is 1, an integer, but earlier labels are strings"),
+    ('{"text": "a", "label": 1.5}', r"line 4 \(row 3\): 'label' is 1\.5 \(a number\); a label is a string"),
+    ('{"text": "a", "label": "pos"', r"train\.jsonl, line 4: not valid JSON \(Expecting ',' delimiter at column 29\)"),
+    ('["a", "pos"]', r"train\.jsonl, line 4: expected a JSON object .* got a list"),
+    ('{"label": "pos"}', r"train\.jsonl, line 4 \(row 3\): no 'text', which 5 other rows have"),
+])
+def test_a_bad_jsonl_row_names_file_line_and_value(tmp_path, bad_line, message):
+    write_lines(tmp_path / "train.jsonl", GOOD[:3] + [bad_line] + GOOD[3:5])
+    with pytest.raises(ValueError, match=message):
+        load_text_dataset(tmp_path)
+
+
+def test_one_number_among_texts_no_longer_turns_the_column_into_json(tmp_path):
+    """The silent failure: `datasets` read the column as JSON, so every text got literal quotes."""
+    write_lines(tmp_path / "train.jsonl", GOOD + ['{"text": "12345", "label": "pos"}'])
+    texts = load_text_dataset(tmp_path)["train"]["text"]
+    assert texts[0] == "example 0" and texts[-1] == "12345"
+
+
+def test_byte_order_marks_are_accepted_in_csv_and_jsonl(tmp_path):
+    (tmp_path / "train.csv").write_bytes(b"\xef\xbb\xbftext,label\nhello there,pos\nbye now,neg\n")
+    write_lines(tmp_path / "test.jsonl", GOOD[:2])
+    (tmp_path / "test.jsonl").write_bytes(b"\xef\xbb\xbf" + (tmp_path / "test.jsonl").read_bytes())
+    data = load_text_dataset(tmp_path)
+    assert data["train"]["text"] == ["hello there", "bye now"] and data["test"]["text"] == ["example 0", "example 1"]
+
+
+def test_a_file_in_another_encoding_names_the_file_and_the_option(tmp_path):
+    write_lines(tmp_path / "train.csv", ["text,label", "caf\xe9 au lait,pos", "th\xe9,neg"], encoding="latin-1")
+    with pytest.raises(ValueError, match=r"train\.csv, line 2: not utf-8 text \(byte 0xe9 .*"
+                                         r"scenario_options\.encoding=latin-1"):
+        load_text_dataset(tmp_path)
+    assert load_text_dataset(tmp_path, encoding="latin-1")["train"]["text"] == ["caf\xe9 au lait", "th\xe9"]
+    from dkvb_nlp.data import build_scenario
+
+    more = [f"caf\xe9 {i},pos" for i in range(10)] + [f"th\xe9 {i},neg" for i in range(10)]
+    write_lines(tmp_path / "train.csv", ["text,label"] + more, encoding="latin-1")
+    write_lines(tmp_path / "test.csv", ["text,label", "caf\xe9,pos", "th\xe9 vert,neg"], encoding="latin-1")
+    stream = build_scenario("class_il", dataset=str(tmp_path), encoding="latin-1", classes_per_task=1)
+    assert stream.num_tasks == 2 and "th\xe9 vert" in list(stream[0].test["text"]) + list(stream[1].test["text"])
+    with pytest.raises(ValueError, match=r"encoding='klingon' is not a known text encoding"):
+        load_text_dataset(tmp_path, encoding="klingon")
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["text,label", "a,pos,extra"], r"train\.csv, line 2: 3 fields, but the header has 2 \(text, label\)"),
+    (["text,label", '"unclosed,pos'], r"train\.csv, line \d+: not valid CSV"),
+    (["text,text,label", "a,b,pos"], r"train\.csv, line 1: the header names column\(s\) \['text'\] twice"),
+    ([], r"train\.csv: empty file"),
+])
+def test_a_bad_csv_names_file_and_line(tmp_path, lines, message):
+    write_lines(tmp_path / "train.csv", lines)
+    with pytest.raises(ValueError, match=message):
+        load_text_dataset(tmp_path)
+
+
+def test_csv_cells_stay_strings_and_empty_texts_name_the_command_line_option(tmp_path):
+    write_lines(tmp_path / "train.csv", ["text,label", "12345,0", "007,1", ",1"])
+    with pytest.raises(ValueError, match=r"--set scenario_options\.empty_texts=drop"):
+        load_text_dataset(tmp_path)
+    data = load_text_dataset(tmp_path, empty_texts="drop")["train"]
+    assert data["text"] == ["12345", "007"] and data["label"] == ["0", "1"]
+
+
+def test_a_truncated_gzip_split_names_the_file(tmp_path):
+    write_jsonl(tmp_path / "train.jsonl.gz", ROWS * 50, gz=True)
+    blob = (tmp_path / "train.jsonl.gz").read_bytes()
+    (tmp_path / "train.jsonl.gz").write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match=r"train\.jsonl\.gz: damaged or truncated gzip file"):
+        load_text_dataset(tmp_path)

@@ -114,16 +114,16 @@ def find_local(name: str) -> Optional[Path]:
     return None
 
 
-def _from_packaged(spec: DatasetSpec) -> Optional[DatasetDict]:
-    return load_local_folder(packaged_path(spec.name)) if spec.packaged else None
+def _from_packaged(spec: DatasetSpec, encoding: str) -> Optional[DatasetDict]:
+    return load_local_folder(packaged_path(spec.name)) if spec.packaged else None  # shipped as UTF-8
 
 
-def _from_local(spec: DatasetSpec) -> Optional[DatasetDict]:
+def _from_local(spec: DatasetSpec, encoding: str) -> Optional[DatasetDict]:
     folder = find_local(spec.name)
-    return load_local_folder(folder) if folder is not None else None
+    return load_local_folder(folder, encoding) if folder is not None else None
 
 
-def _from_hub(spec: DatasetSpec) -> Optional[DatasetDict]:
+def _from_hub(spec: DatasetSpec, encoding: str) -> Optional[DatasetDict]:
     if spec.hub is None:
         return None
     try:
@@ -134,7 +134,7 @@ def _from_hub(spec: DatasetSpec) -> Optional[DatasetDict]:
                            f"holding {spec.name}/train.jsonl.gz") from error
 
 
-SOURCES: Registry[Callable[[DatasetSpec], Optional[DatasetDict]]] = Registry("dataset source")
+SOURCES: Registry[Callable[[DatasetSpec, str], Optional[DatasetDict]]] = Registry("dataset source")
 SOURCES.register("packaged")(_from_packaged)
 SOURCES.register("local")(_from_local)
 SOURCES.register("hub")(_from_hub)
@@ -147,12 +147,13 @@ def dataset_names() -> list[str]:
 
 
 def load_text_dataset(name_or_path: str | os.PathLike, *, source: str = "auto",
-                      empty_texts: Optional[str] = None) -> DatasetDict:
+                      empty_texts: Optional[str] = None, encoding: str = "utf-8") -> DatasetDict:
     """Load a registered dataset by name, or a folder of split files, as a checked DatasetDict.
 
     Columns: text, label (name string), text_pair and domain where present; see `schema.py`.
     `source` is "auto" or one of SOURCES; `empty_texts` ("error"/"drop") overrides the dataset's
-    default. A registered name wins over a relative folder of the same name; pass a `Path` (or an
+    default; `encoding` is that of local JSONL/CSV files (UTF-8 by default, with or without a
+    byte-order mark). A registered name wins over a relative folder of the same name; pass a `Path` (or an
     absolute path) to force a folder.
     """
     if source != "auto":
@@ -161,7 +162,7 @@ def load_text_dataset(name_or_path: str | os.PathLike, *, source: str = "auto",
     if not isinstance(name_or_path, os.PathLike) and key in DATASETS:
         spec = DATASETS.get(key)
         for tried in AUTO_ORDER if source == "auto" else (source,):
-            data = SOURCES.get(tried)(spec)
+            data = SOURCES.get(tried)(spec, encoding)
             if data is not None:
                 return normalize_text_dataset(data, name=spec.name, labelled=spec.labelled,
                                               empty_texts=empty_texts or spec.empty_texts)
@@ -170,7 +171,7 @@ def load_text_dataset(name_or_path: str | os.PathLike, *, source: str = "auto",
                          f"{'' if spec.hub else ' and it has no hub copy'}; set {DATA_DIR_ENV} to a folder "
                          f"holding {spec.name}/train.jsonl.gz")
     if Path(key).is_dir():
-        return normalize_text_dataset(load_local_folder(key), name=key, empty_texts=empty_texts or "error")
+        return normalize_text_dataset(load_local_folder(key, encoding), name=key, empty_texts=empty_texts or "error")
     raise ValueError(f"unknown dataset {key!r}: not a registered name (accepted: {', '.join(DATASETS.names())}) "
                      f"and not an existing folder of split files (train{{{'|'.join(FILE_FORMATS.names())}}})")
 

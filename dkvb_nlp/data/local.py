@@ -2,42 +2,23 @@
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Dataset, DatasetDict
 
 from ..registry import Registry
+from .text_files import python_encoding, read_csv, read_jsonl, read_parquet
 
 
-@dataclass(frozen=True)
-class FileFormat:
-    """How `datasets` reads one kind of split file (a `Dataset.from_*` reader)."""
-
-    # Dataset.from_json/from_csv/from_parquet run the same cached builders as
-    # load_dataset("json", ...) but skip its per-call HEAD request to the Hub (a download counter),
-    # which costs a DNS timeout per call offline and has no business in reading local files.
-    reader: Callable[..., Dataset]
-    # Extra builder arguments computed from the split file (CSV needs its header for `features`).
-    options: Callable[[str], dict] = field(default=lambda path: {})
-
-
-def _csv_options(path: str) -> dict:
-    # Read every CSV column as a string: otherwise pandas turns a label column 0/1 into integers in
-    # one file and a digits-only text into a number, and an empty cell into NaN (not "").
-    with open(path, newline="", encoding="utf-8") as handle:
-        header = next(csv.reader(handle), [])
-    return {"features": Features({c: Value("string") for c in header}), "keep_default_na": False}
-
-
-# Suffix -> reader. Plain ".json" is left out on purpose: folders often hold metadata JSON files.
-FILE_FORMATS: Registry[FileFormat] = Registry("split file format")
-FILE_FORMATS.register(".jsonl.gz")(FileFormat(Dataset.from_json))
-FILE_FORMATS.register(".jsonl")(FileFormat(Dataset.from_json))
-FILE_FORMATS.register(".csv")(FileFormat(Dataset.from_csv, _csv_options))
-FILE_FORMATS.register(".parquet")(FileFormat(Dataset.from_parquet))
+# Suffix -> reader(path, split, encoding) -> Dataset. Plain ".json" is left out on purpose:
+# folders often hold metadata JSON files. JSONL and CSV go through our strict readers
+# (text_files.py), which name the file and line of any problem.
+FILE_FORMATS: Registry[Callable[..., Dataset]] = Registry("split file format")
+FILE_FORMATS.register(".jsonl.gz")(read_jsonl)
+FILE_FORMATS.register(".jsonl")(read_jsonl)
+FILE_FORMATS.register(".csv")(read_csv)
+FILE_FORMATS.register(".parquet")(read_parquet)
 
 
 def _split_and_suffix(path: Path) -> tuple[str, str] | None:
@@ -71,12 +52,14 @@ def is_dataset_folder(folder: str | Path) -> bool:
     return folder.is_dir() and "train" in split_files(folder)
 
 
-def load_local_folder(folder: str | Path) -> DatasetDict:
-    """Load every split file of `folder` (`<split>.jsonl.gz|.jsonl|.csv|.parquet`) as-is.
+def load_local_folder(folder: str | Path, encoding: str = "utf-8") -> DatasetDict:
+    """Load every split file of `folder` (`<split>.jsonl.gz|.jsonl|.csv|.parquet`).
 
-    Splits may use different formats; each is read by the `datasets` reader that fits it.
-    Column checks are left to `schema.normalize_text_dataset`.
+    Splits may use different formats; each is read by the reader that fits it, JSONL and CSV
+    as `encoding` text (UTF-8 by default, a byte-order mark accepted). Rows are checked as they
+    are read (see `text_files.py`); dataset-wide checks are left to `schema.normalize_text_dataset`.
     """
+    python_encoding(encoding)  # an unknown encoding fails before any file is read
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"{str(folder)!r} is not a folder")
@@ -88,7 +71,6 @@ def load_local_folder(folder: str | Path) -> DatasetDict:
     # One load per split: CSV splits may have different headers (a test file without text_pair).
     splits = {}
     for split, (suffix, path) in files.items():
-        fmt = FILE_FORMATS.get(suffix)
-        splits[split] = fmt.reader(str(path), split=split, **fmt.options(str(path)))
+        splits[split] = FILE_FORMATS.get(suffix)(path, split, encoding)
     # Keep the conventional split order (train first) whatever order the formats were read in.
     return DatasetDict({split: splits[split] for split in sorted(splits, key=lambda s: (s != "train", s))})

@@ -17,7 +17,9 @@ Shared options: `seed` (task/class order; 0 keeps the canonical order: sorted do
 labels, the datasets as given), `data_seed` (validation carving and per-class caps, kept apart
 from `seed` so that every order sees the same examples), `max_train_per_class` (cap per class per
 task, for quick runs), `validation_fraction` (used only where a validation split is carved; see
-`splits.py`). Datasets are names, folder paths (see `catalog.py`) or ready DatasetDicts.
+`splits.py`), `encoding` (of local JSONL/CSV files; UTF-8 by default) and `empty_texts`
+('error' by default, or 'drop'; see `schema.py`). Datasets are names, folder paths (see
+`catalog.py`) or ready DatasetDicts.
 """
 
 from __future__ import annotations
@@ -47,12 +49,13 @@ DEFAULT_CLASSES_PER_TASK = 2
 GLUE_TASKS = ("glue/rte", "glue/mrpc", "glue/qqp", "glue/sst2")
 
 
-def _load(dataset: DatasetLike, name: str = "<in-memory>") -> tuple[str, DatasetDict]:
+def _load(dataset: DatasetLike, name: str = "<in-memory>", *, encoding: str = "utf-8",
+          empty_texts: Optional[str] = None) -> tuple[str, DatasetDict]:
     """(display name, checked DatasetDict) of a name, a folder or a DatasetDict."""
     if isinstance(dataset, DatasetDict):
-        return name, normalize_text_dataset(dataset, name=name)
+        return name, normalize_text_dataset(dataset, name=name, empty_texts=empty_texts or "error")
     if isinstance(dataset, (str, os.PathLike)):
-        return os.fspath(dataset), load_text_dataset(dataset)
+        return os.fspath(dataset), load_text_dataset(dataset, encoding=encoding, empty_texts=empty_texts)
     raise ValueError(f"dataset {dataset!r}; accepted: a dataset name, a folder path or a datasets.DatasetDict")
 
 
@@ -98,9 +101,9 @@ def _make_task(task_id: int, name: str, splits: Splits, rows_of: Callable[[Datas
 @SCENARIOS.register("domain_il")
 def domain_il(dataset: DatasetLike = "dsc", *, order: Optional[Sequence[str]] = None, seed: int = 0,
               data_seed: int = 0, max_train_per_class: Optional[int] = None,
-              validation_fraction: float = 0.1) -> TaskStream:
+              validation_fraction: float = 0.1, encoding: str = "utf-8", empty_texts: Optional[str] = None) -> TaskStream:
     """Domain-incremental: one task per domain, one shared head over the dataset's labels."""
-    name, data = _load(dataset)
+    name, data = _load(dataset, encoding=encoding, empty_texts=empty_texts)
     if DOMAIN not in data["train"].column_names:
         raise ValueError(f"domain_il needs a {DOMAIN!r} column; dataset {name!r} has {data['train'].column_names} "
                          "(datasets with domains: dsc)")
@@ -176,9 +179,9 @@ def _group_name(group: Sequence[str]) -> str:
 def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[int] = None,
              class_groups=None, class_order: Optional[Sequence[str]] = None, multi_head: bool = False,
              seed: int = 0, data_seed: int = 0, max_train_per_class: Optional[int] = None,
-             validation_fraction: float = 0.1) -> TaskStream:
+             validation_fraction: float = 0.1, encoding: str = "utf-8", empty_texts: Optional[str] = None) -> TaskStream:
     """Class-incremental: disjoint class groups, one shared head (or one per task with `multi_head`)."""
-    name, data = _load(dataset)
+    name, data = _load(dataset, encoding=encoding, empty_texts=empty_texts)
     classes = label_names(data)
     if len(classes) < 2:
         raise ValueError(f"class_il needs at least 2 classes; dataset {name!r} has {classes}")
@@ -208,7 +211,8 @@ def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[in
 @SCENARIOS.register("task_type_il")
 def task_type_il(datasets: Union[Sequence[DatasetLike], Mapping[str, DatasetLike]] = GLUE_TASKS, *,
                  seed: int = 0, data_seed: int = 0, max_train_per_class: Optional[int] = None,
-                 validation_fraction: float = 0.1) -> TaskStream:
+                 validation_fraction: float = 0.1, encoding: str = "utf-8",
+                 empty_texts: Optional[str] = None) -> TaskStream:
     """Task-type-incremental: one dataset (task type) per task, one head per task, task ids at test."""
     if isinstance(datasets, (str, os.PathLike, DatasetDict)):
         raise ValueError(f"task_type_il takes several datasets; got one ({datasets!r}); accepted: a list of names, "
@@ -219,7 +223,7 @@ def task_type_il(datasets: Union[Sequence[DatasetLike], Mapping[str, DatasetLike
         raise ValueError(f"task_type_il got the same dataset twice: {[n for n, _ in entries]}")
     loaded = {}
     for entry_name, d in entries:
-        data = _load(d, entry_name)[1]
+        data = _load(d, entry_name, encoding=encoding, empty_texts=empty_texts)[1]
         labels = label_names(data)
         if len(labels) < 2:
             raise ValueError(f"task_type_il: dataset {entry_name!r} has labels {labels}; a task needs at least 2")

@@ -126,7 +126,8 @@ def normalize_text_dataset(data: DatasetDict, *, name: str = "dataset", labelled
                                  f"(first: row {i}, value {ds[i][column]!r}); texts must be strings")
             if empty.any() and empty_texts == "error":
                 raise ValueError(f"{where}: {int(empty.sum())} rows have an empty {column!r} (first: row "
-                                 f"{int(np.flatnonzero(empty)[0])}); pass empty_texts='drop' to drop them")
+                                 f"{int(np.flatnonzero(empty)[0])}); pass empty_texts='drop' to drop them (command "
+                                 "line: --set scenario_options.empty_texts=drop)")
             drop |= empty
         if drop.any():
             ds = ds.select(np.flatnonzero(~drop))
