@@ -768,8 +768,58 @@ def section_search(args) -> dict:
     return res
 
 
+@worker
+def values_cost(rule: str, codebooks: int = 16, keys: int = 4096, classes: int = 150, tasks: int = 15,
+                per_task: int = 1000, tokens: int = 12, test: int = 4500, ridge_features: int = 4096) -> dict:
+    """Time and peak memory of an order-free value rule at CLINC150's size, on synthetic indices."""
+    from dkvb_nlp.bottleneck import KeyValueBottleneck, attach_values_rule
+
+    gen = torch.Generator().manual_seed(0)
+    dim = codebooks * 24
+    front = KeyValueBottleneck(dim, codebooks, keys, num_classes=classes // tasks)
+    front.keys.copy_(torch.randn(codebooks, keys, 24, generator=gen))
+    front.keys_initialized.fill_(True)
+    start_mb = peak_rss_mb()
+    attach_values_rule(front, rule, ridge_features=ridge_features)
+    fit, solve = [], []
+    for t in range(tasks):
+        if t:
+            front.add_classes(classes // tasks)
+        idx = torch.randint(0, keys, (per_task, tokens, codebooks), generator=gen)
+        labels = torch.randint(t * classes // tasks, (t + 1) * classes // tasks, (per_task,), generator=gen)
+        begin = time.perf_counter()
+        front.values_rule.partial_fit(idx, labels)
+        fit.append(time.perf_counter() - begin)
+        begin = time.perf_counter()
+        if front.values_rule.readout is not None:
+            front.values_rule.readout.weight()
+        solve.append(time.perf_counter() - begin)
+    begin = time.perf_counter()
+    front(indices=torch.randint(0, keys, (test, tokens, codebooks), generator=gen))
+    return {"rule": rule, "fit_seconds_per_task": sum(fit) / tasks, "solve_seconds_per_task": sum(solve) / tasks,
+            "eval_seconds": time.perf_counter() - begin, "peak_above_start_mb": peak_rss_mb() - start_mb,
+            "statistics_mb": sum(b.numel() * b.element_size() for b in front.values_rule.buffers()) / 1024 ** 2}
+
+
+def section_values(args) -> dict:
+    """Order-free value rules at CLINC150's size: update and solve time per task, peak memory."""
+    res = {rule: run_worker("values_cost", rule=rule, codebooks=args.memory_codebooks, keys=args.memory_keys)
+           for rule in ("counts", "ridge", "counts+ridge")}
+    print(f"order-free value rules, C={args.memory_codebooks} x K={args.memory_keys}, 150 classes, 15 tasks x "
+          f"1,000 examples x 12 tokens, M=4096 ridge features")
+    print(f"{'rule':14s} {'update/task s':>13s} {'solve/task s':>12s} {'eval 4500 s':>11s} {'statistics MB':>13s} "
+          f"{'peak above start MB':>19s}")
+    for rule, r in res.items():
+        if r.get("failed"):
+            print(f"{rule:14s} failed (rc {r['returncode']}): {r['error']}")
+            continue
+        print(f"{rule:14s} {r['fit_seconds_per_task']:13.2f} {r['solve_seconds_per_task']:12.2f} "
+              f"{r['eval_seconds']:11.2f} {r['statistics_mb']:13.0f} {r['peak_above_start_mb']:19.0f}")
+    return res
+
+
 SECTIONS = {"layer": section_layer, "encode": section_encode, "e2e": section_e2e, "memory": section_memory,
-            "search": section_search}
+            "search": section_search, "values": section_values}
 
 
 def main(argv=None):
