@@ -11,7 +11,6 @@ from dkvb_nlp.engine.bounds import Bounds, bounded, check_bounds, field_bounds
 from dkvb_nlp.engine.config import RunConfig, load_config
 from dkvb_nlp.strategies import STRATEGIES
 
-PENDING = {"dkvb", "dkvb_joint"}  # DKVBOptions lives in strategies/dkvb.py (another owner's file)
 
 
 def numeric_fields(cls) -> list[str]:
@@ -20,9 +19,7 @@ def numeric_fields(cls) -> list[str]:
 
 
 @pytest.mark.parametrize("method", STRATEGIES.names())
-def test_every_numeric_option_of_every_method_declares_its_range(method, request):
-    if method in PENDING:
-        request.applymarker(pytest.mark.xfail(reason="pending DKVBOptions bounds", strict=False))
+def test_every_numeric_option_of_every_method_declares_its_range(method):
     options = STRATEGIES.get(method).Options
     missing = sorted(set(numeric_fields(options)) - set(field_bounds(options)))
     assert not missing, f"{method}: numeric options without a declared range: {missing}"
@@ -58,7 +55,6 @@ def test_out_of_range_options_are_refused_naming_value_and_range(overrides, mess
     assert message in str(err.value)
 
 
-@pytest.mark.xfail(reason="pending DKVBOptions bounds", strict=False)
 @pytest.mark.parametrize("option, value, message", [
     ("lr", math.inf, "dkvb.lr=inf must be > 0"),
     ("epochs", -3, "dkvb.epochs=-3 must be >= 1"),

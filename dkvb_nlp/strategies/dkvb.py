@@ -27,6 +27,7 @@ import torch
 
 from ..bottleneck import LOSS_CLASSES, VALUE_RULES, KeyValueBottleneck, TaskHead, ValueSGD
 from ..bottleneck.value_rules import attach_values_rule, back_logits
+from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from ..faults import crash_point
 from .base import STRATEGIES, Strategy
@@ -44,54 +45,45 @@ class DKVBOptions:
     (`benchmarks/sweep_dkvb.py`, recorded in benchmarks/results/sweep_dkvb_clinc*).
     """
 
-    num_codebooks: int = 16  # C; with split='segment' it must divide the hidden size
-    num_keys: int = 4096  # K pairs per codebook
+    num_codebooks: int = bounded(16, ge=1)  # C; with split='segment' it must divide the hidden size
+    num_keys: int = bounded(4096, ge=1)  # K pairs per codebook
     split: str = "segment"  # or 'random_projection' (then key_dim is required)
-    key_dim: int | None = None
+    key_dim: int | None = bounded(None, ge=1, integer=True)
     pooling: str = "mean_after"  # mean pooling after the bottleneck; 'mean_before', 'cls'
     decoder: str = "non_parametric"  # 'linear', 'mlp'
     value_init: str = "zeros"
     key_init_corpus: str = "train"  # the scenario's training texts (unlabelled), or a dataset name/folder
-    key_init_epochs: int = 2  # +0.29 validation points over 1 on CLINC150, 3 seeds (sweep_dkvb_clinc_part5)
-    key_init_batch_rows: int = 8192
-    key_init_max_rows: int | None = None  # token vectors per k-means epoch (a random subset); None: all
+    key_init_epochs: int = bounded(2, ge=1)  # +0.29 validation points over 1 on CLINC150, 3 seeds (sweep_dkvb_clinc_part5)
+    key_init_batch_rows: int = bounded(8192, ge=1)
+    key_init_max_rows: int | None = bounded(None, ge=1, integer=True)  # token vectors per k-means epoch (a random subset); None: all
     # 0.8, not the vision paper's 0.95: one pass of about 20 updates leaves 0.95's keys 36% their
     # random start; 0.8 gave +0.7 validation points on CLINC150 over 3 seeds (sweep_dkvb_clinc_part4)
-    ema_decay: float = 0.8
-    dead_key_threshold: float | None = None
+    ema_decay: float = bounded(0.8, ge=0, lt=1)
+    dead_key_threshold: float | None = bounded(None, ge=0, integer=False)
     # How the values learn (bottleneck/value_rules.py): 'counts+ridge' (default), 'counts',
     # 'ridge' (order-free) or 'sgd' (the papers' gradient steps; the options below 'lr' apply).
     values: str = "counts+ridge"
-    smoothing: float = 0.1  # additive smoothing of the class-by-key counts
-    counts_weight: float = 0.1  # scale of the count values beside the ridge readout
-    ridge: float = 100.0  # lambda of the ridge readout
-    ridge_features: int = 4096  # M, random features of the pooled keys (memory M^2 float64)
+    smoothing: float = bounded(0.1, gt=0)  # additive smoothing of the class-by-key counts
+    counts_weight: float = bounded(0.1, gt=0)  # scale of the count values beside the ridge readout
+    ridge: float = bounded(100.0, gt=0)  # lambda of the ridge readout
+    ridge_features: int = bounded(4096, ge=1)  # M, random features of the pooled keys (memory M^2 float64)
     loss_classes: str = "seen"  # sgd: softmax over the classes seen so far, or 'task' (labels trick)
-    lr: float = 30.0  # plain SGD on the values (no momentum, no weight decay); see lr_scale
+    lr: float = bounded(30.0, gt=0)  # plain SGD on the values (no momentum, no weight decay); see lr_scale
     # 'length_free': every value row an example fetches takes the example's whole gradient, so
     # lr is the step of an example's own logits whatever its length (robust from intents to
     # reviews); 'none': the exact gradient of mean pooling (lr then depends on text length).
     lr_scale: str = "length_free"
-    epochs: int = 10  # per task
-    batch_size: int = 128
-    label_smoothing: float = 0.0
-    decoder_lr: float = 1e-3  # Adam on a parametric decoder's weights
+    epochs: int = bounded(10, ge=1)  # per task
+    batch_size: int = bounded(128, ge=1)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)
+    decoder_lr: float = bounded(1e-3, gt=0)  # Adam on a parametric decoder's weights
 
-    def check(self) -> None:
+    def check(self) -> None:  # numeric ranges are declared on the fields (engine/bounds.py)
         VALUE_RULES.get(self.values)
         if self.loss_classes not in LOSS_CLASSES:
             raise ValueError(f"dkvb.loss_classes={self.loss_classes!r}; accepted: {', '.join(LOSS_CLASSES)}")
-        for name in ("smoothing", "counts_weight", "ridge"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not np.isfinite(value) or value <= 0:
-                raise ValueError(f"dkvb.{name}={value!r} must be a finite number > 0")
-        if not isinstance(self.ridge_features, int) or self.ridge_features < 1:
-            raise ValueError(f"dkvb.ridge_features={self.ridge_features!r} must be an integer >= 1")
         if self.lr_scale not in ("length_free", "none"):
             raise ValueError(f"dkvb.lr_scale={self.lr_scale!r}; accepted: length_free, none")
-        for name in ("lr", "decoder_lr"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"dkvb.{name}={getattr(self, name)!r} must be > 0")
 
 
 @STRATEGIES.register("dkvb")
