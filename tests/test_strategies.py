@@ -348,3 +348,15 @@ def test_every_class_order_shares_one_encoding_of_each_split(tiny_data, tiny_enc
                     j = texts2.index(text)
                     np.testing.assert_array_equal(feats.states[feats.offsets[i]:feats.offsets[i + 1]],
                                                   feats2.states[feats2.offsets[j]:feats2.offsets[j + 1]])
+
+
+def test_dkvb_counts_its_ridge_readout_among_learned_parameters(tiny_data, tiny_cache):
+    # The readout's solved weights (M x classes) are learned numbers like the values: counted.
+    counts = {}
+    for values in ("counts", "counts+ridge"):
+        ctx = tiny_context(tiny_data, tiny_cache)
+        s = STRATEGIES.get("dkvb")(ctx, {**fast_options("dkvb"), "values": values, "ridge_features": 64})
+        s.setup()
+        s.learn(0)
+        counts[values] = s.trainable_parameters()
+    assert counts["counts+ridge"] - counts["counts"] == 64 * 2  # the first task's 2 classes

@@ -248,8 +248,12 @@ class DKVBStrategy(Strategy):
         self.key_init_info = {k: v for k, v in meta.items() if k.startswith("key_init")}
 
     def trainable_parameters(self) -> int:
-        # TaskHeads do not register the front, so each parameter is counted once.
-        return sum(p.numel() for h in self.heads for p in h.parameters() if p.requires_grad)
+        # TaskHeads do not register the front, so each parameter is counted once; a ridge readout's
+        # solved weights (M x classes, derived from its statistics) count as learned parameters too.
+        values = sum(p.numel() for h in self.heads for p in h.parameters() if p.requires_grad)
+        readouts = [h.values_rule.readout for h in self.heads
+                    if getattr(h, "values_rule", None) is not None and h.values_rule.readout is not None]
+        return values + sum(r.num_features * r.num_classes for r in readouts)
 
 
 class _Reiterable:
