@@ -14,6 +14,11 @@ epochs on a separate unlabelled set, then frozen; values trained with SGD lr 0.3
 label smoothing 0.1, batch 256. Because keys and backbone are frozen, every image is quantised
 once and training runs on cached key indices (see value_trainers). The same keys serve both
 modes of a seed, so class_il and iid differ only in the order of the data.
+
+`dkvb.values` picks how the values learn, with the text side's rules
+(dkvb_nlp/bottleneck/value_rules.py): 'sgd' (the paper's, the default here) or the order-free
+'counts', 'ridge' and 'counts+ridge', which add each training example's statistics once and
+ignore `epochs` (the 2000-epoch protocol becomes one pass; class_il then ends where iid does).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import numpy as np
 import torch
 
 from dkvb_nlp.bottleneck import KeyValueBottleneck
+from dkvb_nlp.bottleneck.value_rules import VALUE_RULES, attach_values_rule, back_logits
+from dkvb_nlp.engine.bounds import bounded, check_bounds
 from dkvb_nlp.engine.metrics import accuracy
 from dkvb_nlp.io import atomic_write_bytes
 from dkvb_nlp.registry import Registry
@@ -58,8 +65,25 @@ class DKVBOptions:
     key_init_epochs: int = 10
     key_init_decay: float = 0.95
     key_init_batch_size: int = 256
-    value_trainer: str = "auto"  # auto | numba | torch
+    value_trainer: str = "auto"  # auto | numba | torch (values 'sgd' only)
     search: str = "auto"
+    # How the values learn (dkvb_nlp/bottleneck/value_rules.py): 'sgd' (the paper's gradient
+    # steps; lr, label_smoothing, batch_size and value_trainer apply) or the order-free
+    # 'counts', 'ridge', 'counts+ridge' (one pass, epochs ignored; the options below apply).
+    values: str = "sgd"
+    smoothing: float = bounded(0.1, gt=0)  # additive smoothing of the class-by-key counts
+    counts_weight: float = bounded(0.1, gt=0)  # scale of the count values beside the ridge readout
+    ridge: float = bounded(100.0, gt=0)  # lambda of the ridge readout
+    ridge_features: int = bounded(4096, ge=1)  # M, random features of the pooled keys (memory M^2 float64)
+
+    def __post_init__(self):
+        VALUE_RULES.get(self.values)  # "unknown value rule 'x'; accepted: counts, counts+ridge, ridge, sgd"
+        check_bounds(self, "dkvb.")
+
+    @property
+    def order_free(self) -> bool:
+        """True for a rule built from sums over examples (counts, ridge, counts+ridge)."""
+        return VALUE_RULES.get(self.values).order_free
 
 
 @dataclass
@@ -170,47 +194,89 @@ def prepare_keys(data: ProtocolData, opts: DKVBOptions, seed: int) -> KeyValueBo
 
 # ---------------------------------------------------------------------------------- learners
 class DKVBLearner:
-    """DKVB trained on cached key indices; counts how often each key is fetched in training."""
+    """DKVB trained on cached key indices; counts how often each key is fetched in training.
+
+    With values 'sgd', `fit` runs `epochs` SGD passes. With an order-free rule it adds each
+    training row's statistics exactly once, whatever `epochs` and however often a row comes
+    back (the iid mode presents all data at every phase): a boolean mask marks the rows already
+    learned. The mask is no replay: nothing of an example is kept beyond the rule's sums.
+    """
 
     def __init__(self, keyed: KeyValueBottleneck, train_idx: torch.Tensor, train_y: torch.Tensor,
                  test_idx: torch.Tensor, opts: DKVBOptions, seed: int):
         self.model = copy.deepcopy(keyed)  # fresh zero values per run; keys shared per seed
         self.train_idx, self.train_y, self.test_idx = train_idx, train_y, test_idx
-        self.trainer = make_value_trainer(opts.value_trainer, self.model, opts.lr, opts.label_smoothing)
+        self.values = opts.values
+        self.rule = attach_values_rule(self.model, opts.values, smoothing=opts.smoothing,
+                                       counts_weight=opts.counts_weight, ridge=opts.ridge,
+                                       ridge_features=opts.ridge_features, seed=seed)
+        self.trainer = None if self.rule is not None else \
+            make_value_trainer(opts.value_trainer, self.model, opts.lr, opts.label_smoothing)
+        self.learned = torch.zeros(train_idx.shape[0], dtype=torch.bool)  # order-free: rows in the sums
+        self.new_per_phase: list[int] = []
         self.batch_size = opts.batch_size
         self.generator = torch.Generator().manual_seed(seed)
         self.usage = torch.zeros(keyed.num_codebooks, keyed.num_keys, dtype=torch.long)
 
     def fit(self, rows: np.ndarray, epochs: int) -> None:
-        """`epochs` SGD passes over the training examples `rows`."""
-        idx = self.train_idx[torch.from_numpy(rows)]
-        self.trainer.epochs(epochs, idx, self.train_y[torch.from_numpy(rows)], self.batch_size, self.generator)
-        # every pass fetches the same keys, so usage over training = one count x epochs
-        self.usage += self.model.usage_counts(idx) * epochs
+        """`epochs` SGD passes over the training examples `rows`; order-free: their unseen ones, once."""
+        r = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+        if self.rule is None:
+            idx = self.train_idx[r]
+            self.trainer.epochs(epochs, idx, self.train_y[r], self.batch_size, self.generator)
+            # every pass fetches the same keys, so usage over training = one count x epochs
+            self.usage += self.model.usage_counts(idx) * epochs
+            return
+        r = torch.unique(r)  # a row listed twice in one phase is still one example
+        r = r[~self.learned[r]]
+        self.new_per_phase.append(int(r.numel()))
+        if r.numel() == 0:
+            return
+        idx = self.train_idx[r]
+        self.model.check_indices(idx)
+        for start in range(0, r.numel(), 4096):  # blocks bound the readout's feature matrix
+            self.rule.partial_fit(idx[start : start + 4096], self.train_y[r[start : start + 4096]], check=False)
+        self.learned[r] = True
+        self.usage += self.model.usage_counts(idx)
+
+    @torch.no_grad()
+    def _logits(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.cat([back_logits(self.model, indices[i : i + 4096]) for i in range(0, indices.shape[0], 4096)])
 
     @torch.no_grad()
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Predicted classes of the test examples `rows`."""
-        return self.model(indices=self.test_idx[torch.from_numpy(rows)]).argmax(1).numpy()
+        return self._logits(self.test_idx[torch.from_numpy(rows)]).argmax(1).numpy()
 
     @torch.no_grad()
     def predict_features(self, x: np.ndarray) -> np.ndarray:
         """Predicted classes of arbitrary features (quantised now, e.g. noisy ones)."""
-        return self.model(torch.from_numpy(np.ascontiguousarray(x, np.float32))).argmax(1).numpy()
+        indices = self.model.quantize(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
+        return self._logits(indices).argmax(1).numpy()
 
     def trainable_parameters(self) -> int:
-        """Values: C x K x classes."""
-        return self.model.trainable_parameters()
+        """Values: C x K x classes; with a ridge readout also its solved weights, M x classes."""
+        readout = self.rule.readout if self.rule is not None else None
+        extra = readout.num_features * readout.num_classes if readout is not None else 0
+        return self.model.trainable_parameters() + extra
 
     def extra(self) -> dict:
-        """Per-key usage summary (Appendix E.3's histogram in numbers)."""
+        """Per-key usage summary (Appendix E.3's histogram in numbers); the value rule's sizes."""
         u = self.usage.flatten().double()
         used = u[u > 0]
-        return {"key_usage": {
+        out = {"key_usage": {
             "unused_fraction": float((u == 0).double().mean()),
             "median_uses_of_used_keys": float(used.median()) if used.numel() else 0.0,
             "max_uses": float(u.max()),
-        }}
+        }, "values": self.values}
+        if self.rule is not None:
+            info = {"order_free": True, "examples_learned": int(self.learned.sum()),
+                    "new_examples_per_phase": list(self.new_per_phase),
+                    "statistics_bytes": sum(t.numel() * t.element_size() for t in self.rule.state_dict().values())}
+            if self.rule.readout is not None:
+                info["ridge_readout_weights"] = self.rule.readout.num_features * self.rule.readout.num_classes
+            out["value_rule"] = info
+        return out
 
 
 class HeadLearner:
@@ -284,8 +350,16 @@ for _kind in ("linear", "linear_nobias", "mlp"):
 
 
 # ---------------------------------------------------------------------------------- the loop
-def _phases(mode: str, splits: list[list[int]], train_y: np.ndarray, epochs: int) -> list[tuple[np.ndarray, int]]:
-    """(training rows, epochs) per phase: one split at a time, or all data in S checkpoints."""
+def _phases(mode: str, splits: list[list[int]], train_y: np.ndarray, epochs: int | None) -> list[tuple[np.ndarray, int]]:
+    """(training rows, epochs) per phase: one split at a time, or all data in S checkpoints.
+
+    epochs None (an order-free value rule): one pass per phase; iid shows all data at every
+    checkpoint and the learner counts each example once.
+    """
+    if epochs is None:
+        if mode == "class_il":
+            return [(np.flatnonzero(np.isin(train_y, classes)), 1) for classes in splits]
+        return [(np.arange(train_y.shape[0]), 1) for _ in splits]
     if mode == "class_il":
         return [(np.flatnonzero(np.isin(train_y, classes)), epochs) for classes in splits]
     every = np.arange(train_y.shape[0])
@@ -330,6 +404,13 @@ def save_usage(directory, name: str, usage: torch.Tensor) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _method_epochs(config: ProtocolConfig, method: str) -> int | None:
+    """Epochs per split of `method`; None for DKVB with an order-free value rule (one pass)."""
+    if method == "dkvb":
+        return None if config.dkvb.order_free else config.epochs
+    return config.heads.epochs if config.heads.epochs is not None else config.epochs
+
+
 def run_protocol(data: ProtocolData, config: ProtocolConfig,
                  progress: Callable[[str], None] | None = None, artifacts_dir=None) -> list[dict]:
     """Every (seed, mode, method) run of the protocol as dkvb_nlp run records (make_run).
@@ -338,7 +419,7 @@ def run_protocol(data: ProtocolData, config: ProtocolConfig,
     """
     num_splits, _ = parse_split_spec(config.splits, data.num_classes)
     if "iid" in config.modes:  # fail before hours of training, not at the first iid run
-        for epochs in {config.epochs, config.heads.epochs or config.epochs}:
+        for epochs in {_method_epochs(config, m) for m in config.methods} - {None}:
             iid_chunks(epochs, num_splits)
     runs = []
     for seed in config.seeds:
@@ -346,9 +427,7 @@ def run_protocol(data: ProtocolData, config: ProtocolConfig,
         test_rows = [np.flatnonzero(np.isin(data.test_y, classes)) for classes in splits]
         ctx = _SeedContext(data, config, seed)
         for method in config.methods:
-            epochs = config.epochs
-            if method != "dkvb" and config.heads.epochs is not None:
-                epochs = config.heads.epochs
+            epochs = _method_epochs(config, method)
             for mode in config.modes:
                 learner = METHODS.get(method)(ctx)
                 say = (lambda msg, m=method, md=mode: progress(f"[seed {seed} {md} {m}] {msg}")) if progress else None
