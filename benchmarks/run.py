@@ -8,7 +8,8 @@ Two CPU processes: `accelerate launch --multi_gpu --num_processes 2 benchmarks/r
 (accelerate 1.15 starts a single process for `--cpu --num_processes 2`).
 
 Writes to --output-dir: results.json, accuracy_matrix_<method>.csv, PNG plots, summary.txt/.md,
-and checkpoints/<method>/seed<k>/ after every task (`--resume` continues from them).
+and checkpoints/<method>/seed<k>/ after every task (`--resume` continues from them, only with
+the settings and data recorded in run_identity.json).
 """
 
 from __future__ import annotations
@@ -71,10 +72,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
     return out
 
 
-def build_stream(cfg, seed: int):
-    """The scenario's task stream for one seed (the seed also orders the tasks)."""
-    from dkvb_nlp.data import build_scenario
-
+def stream_options(cfg, seed: int) -> dict:
+    """The scenario builder's keyword arguments for one seed (the seed also orders the tasks)."""
     options = {"seed": seed, **cfg.scenario_options}
     if cfg.max_train_per_class is not None:
         options["max_train_per_class"] = cfg.max_train_per_class
@@ -83,7 +82,14 @@ def build_stream(cfg, seed: int):
             options["datasets"] = [d.strip() for d in str(cfg.dataset).split(",")]
         else:
             options["dataset"] = cfg.dataset
-    return build_scenario(cfg.scenario, **options)
+    return options
+
+
+def build_stream(cfg, seed: int):
+    """The scenario's task stream for one seed."""
+    from dkvb_nlp.data import build_scenario
+
+    return build_scenario(cfg.scenario, **stream_options(cfg, seed))
 
 
 def main(argv=None) -> int:
@@ -107,20 +113,26 @@ def one_line(err: BaseException) -> str:
 
 
 def run(cfg, overwrite: bool = False) -> int:
+    from dkvb_nlp.engine.distributed import process_state
+
+    return _run(cfg, overwrite, process_state())
+
+
+def _run(cfg, overwrite: bool, process) -> int:
     from dkvb_nlp.encoders import load_encoder, load_tokenizer
     from dkvb_nlp.engine.context import RunContext
-    from dkvb_nlp.engine.distributed import process_state
     from dkvb_nlp.engine.feature_cache import FeatureCache
+    from dkvb_nlp.engine.identity import IDENTITY_FILE, check_resume, make_identity, stream_fingerprint, write_identity
     from dkvb_nlp.engine.loop import run_continual
     from dkvb_nlp.faults import crash_point
     from dkvb_nlp.io import atomic_write_json
     from dkvb_nlp.report import make_results, versions, write_report
     from dkvb_nlp.strategies import STRATEGIES
 
-    process = process_state()
     out = Path(cfg.output_dir)
     done_dir, ckpt_root = out / "runs", out / "checkpoints"
-    if process.is_main_process and not cfg.resume and (done_dir.exists() or ckpt_root.exists()):
+    holds_run = done_dir.exists() or ckpt_root.exists()
+    if process.is_main_process and not cfg.resume and holds_run:
         if not overwrite:
             raise ValueError(f"{out} already holds a run; pass --resume to continue it, --overwrite to start over, "
                              "or choose another --output-dir")
@@ -128,16 +140,26 @@ def run(cfg, overwrite: bool = False) -> int:
 
         shutil.rmtree(done_dir, ignore_errors=True)
         shutil.rmtree(ckpt_root, ignore_errors=True)
+        (out / IDENTITY_FILE).unlink(missing_ok=True)
     process.wait_for_everyone()
     say = process.print
     started = time.perf_counter()
     encoder, tokenizer = load_encoder(cfg.encoder), load_tokenizer(cfg.encoder)
     cache = FeatureCache(encoder, tokenizer, cfg.cache_dir, max_length=cfg.max_length, autocast=cfg.autocast,
                          batch_size=cfg.encode_batch_size, progress=cfg.progress)
-    runs, timings, streams = [], {}, {}
-    for seed in cfg.seeds:
-        stream = build_stream(cfg, seed)
-        streams[seed] = stream
+    streams = {seed: build_stream(cfg, seed) for seed in cfg.seeds}
+    # The run's identity (result-relevant settings, encoder weights, each seed's data), stored
+    # before anything is trained; a resume must match it (engine/identity.py).
+    identity = make_identity(cfg, stream_options(cfg, cfg.seeds[0]), cache.encoder_key,
+                             {seed: stream_fingerprint(stream) for seed, stream in streams.items()})
+    if cfg.resume and holds_run:
+        identity = check_resume(out, identity)
+    if process.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        write_identity(out, identity)
+    process.wait_for_everyone()
+    runs, timings = [], {}
+    for seed, stream in streams.items():
         # One label for every seed: task_type_il's seeds reorder the datasets, the label must not.
         dataset = str(stream.options.get("dataset") or ",".join(sorted(stream.options.get("datasets", []))))
         say(stream.summary() if seed == cfg.seeds[0] else f"seed {seed}: task order {[t.name for t in stream]}")
@@ -154,8 +176,9 @@ def run(cfg, overwrite: bool = False) -> int:
         timings[f"encode_seconds_seed{seed}"] = time.perf_counter() - t0
         for method in cfg.methods:
             done = done_dir / f"{method}_seed{seed}.json"
-            if cfg.resume and done.is_file():
-                runs.append(json.loads(done.read_text()))
+            record = _finished(done, say) if cfg.resume else None
+            if record is not None:  # the identity matched, so this finished run is this run's
+                runs.append(record)
                 say(f"[{method} seed {seed}] already finished; reusing {done}")
                 continue
             strategy = STRATEGIES.get(method)(ctx, cfg.method_options.get(method))
@@ -175,11 +198,22 @@ def run(cfg, overwrite: bool = False) -> int:
               "processes": process.num_processes}
     results = make_results(runs, config=config, versions_=versions())
     if process.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
         write_report(results, out, echo=True)
         say(f"wrote {out}/results.json and the reports in {timings['total_seconds']:.0f}s")
     process.wait_for_everyone()
     return 0
+
+
+def _finished(path: Path, say) -> dict | None:
+    """A finished (method, seed) record, or None when there is none or it is damaged (then it is redone)."""
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        say(f"{path} is damaged ({' '.join(str(err).split())}); redoing it from its checkpoints")
+        return None
+    return record if isinstance(record, dict) and "accuracy_matrix" in record else None
 
 
 if __name__ == "__main__":
