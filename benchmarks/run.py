@@ -9,7 +9,8 @@ Two CPU processes: `accelerate launch --multi_gpu --num_processes 2 benchmarks/r
 
 Writes to --output-dir: results.json, accuracy_matrix_<method>.csv, PNG plots, summary.txt/.md,
 and checkpoints/<method>/seed<k>/ after every task (`--resume` continues from them, only with
-the settings and data recorded in run_identity.json).
+the settings and data recorded in run_identity.json). One run at a time per --output-dir: it
+is locked (`.lock`, holding the pid) for the run's life.
 """
 
 from __future__ import annotations
@@ -114,8 +115,16 @@ def one_line(err: BaseException) -> str:
 
 def run(cfg, overwrite: bool = False) -> int:
     from dkvb_nlp.engine.distributed import process_state
+    from dkvb_nlp.engine.folder_lock import lock_folder
 
-    return _run(cfg, overwrite, process_state())
+    process = process_state()
+    # One run per folder: a second run on it is refused at once (the OS drops the lock on any exit).
+    lock = lock_folder(cfg.output_dir) if process.is_main_process else None
+    try:
+        return _run(cfg, overwrite, process)
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def _run(cfg, overwrite: bool, process) -> int:

@@ -142,7 +142,7 @@ def test_two_processes_match_one(tiny_encoder_dir, tmp_path):
     (["--seeds", "0,x"], "--seeds '0,x': give comma-separated integers"),
     (["--dataset", "no_such_data"], "no_such_data"),
     (["--set", "dkvb.num_codebooks=5"], "num_codebooks=5 does not divide hidden size 384; use one of 1, 2, 3, 4, 6"),
-    (["--set", "dkvb.num_keys=0"], "num_keys=0 must be an integer >= 1"),
+    (["--set", "dkvb.num_keys=0"], "dkvb.num_keys=0 must be >= 1 (an integer"),
 ])
 def test_bad_options_give_one_clear_error(args, message, tmp_path):
     proc = run_job(["--output-dir", tmp_path / "o", "--cache-dir", tmp_path / "c", "--max-train-per-class", "2", *args],

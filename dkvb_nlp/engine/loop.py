@@ -11,7 +11,7 @@ import torch
 
 from ..faults import crash_point
 from ..report import make_run
-from .checkpoint import Checkpoint
+from .checkpoint import Checkpoint, CheckpointError
 from .context import RunContext
 from .metrics import accuracy, macro_f1
 
@@ -45,11 +45,17 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
     acc_rows: list[list[float]] = []
     f1_rows: list[list[float]] = []
     train_seconds = eval_seconds = 0.0
-    restored = ckpt.load() if (ckpt is not None and resume) else None
+    restored = ckpt.load(log=log) if (ckpt is not None and resume) else None
     start = time.perf_counter()
     if restored is not None:
         tensors, progress = restored
-        strategy.setup(tensors, progress["strategy"])
+        try:
+            strategy.setup(tensors, progress["strategy"])
+        except (RuntimeError, KeyError, ValueError) as err:  # e.g. a state_dict of other shapes
+            first = " ".join(str(err).split())[:300]
+            raise CheckpointError(f"checkpoint {ckpt.folder / progress['state_file']} does not fit {strategy.name} "
+                                  f"with the current options ({type(err).__name__}: {first}); resume with the "
+                                  "options the run was started with, or start over with --overwrite") from None
         acc_rows, f1_rows = progress["accuracy_rows"], progress["macro_f1_rows"]
         train_seconds, eval_seconds = progress["train_seconds"], progress["eval_seconds"]
         log(f"[{strategy.name} seed {ctx.seed}] resumed after task {len(acc_rows)}/{n}")

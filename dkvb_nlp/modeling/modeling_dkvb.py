@@ -26,11 +26,14 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..bottleneck import KeyValueBottleneck, TaskHead, attach_values_rule, back_logits
 from ..encoders import autocast_dtype, check_texts, hidden_size, iter_encoded, load_encoder, load_tokenizer
+from ..engine.fingerprint import file_sha256
+from ..io import atomic_write_text
 from .configuration_dkvb import DKVBConfig
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
+CHECKSUM_SUFFIX = ".sha256"  # model.safetensors.sha256 beside it: "<hex>  model.safetensors" (sha256sum -c reads it)
 ENCODER_SUBFOLDER = "encoder"
 
 
@@ -368,10 +371,12 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             pass
         try:  # written to a temporary name, then renamed: a crash never leaves half a file
             save_file(state, tmp.name, metadata={"format": "pt"})
+            digest = file_sha256(tmp.name)
             os.replace(tmp.name, folder / WEIGHTS_NAME)
         finally:
             if os.path.exists(tmp.name):
                 os.unlink(tmp.name)
+        atomic_write_text(folder / (WEIGHTS_NAME + CHECKSUM_SUFFIX), f"{digest}  {WEIGHTS_NAME}\n")
         self.config.architectures = [type(self).__name__]
         self.config.save_pretrained(folder)
         self.tokenizer.save_pretrained(folder)
@@ -388,8 +393,6 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         The encoder comes from `encoder=`, else the bundled `encoder/` subfolder, else
         `config.encoder_name_or_path`. Loading reads safetensors only (no pickle).
         """
-        from safetensors.torch import load_file
-
         folder = _local_folder(pretrained_model_name_or_path, local_files_only)
         if not isinstance(config, DKVBConfig):
             config = DKVBConfig.from_pretrained(folder)
@@ -402,7 +405,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found; is {folder} a folder written by save_pretrained?")
-        state = load_file(str(weights))
+        state = _load_checked(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
         missing = [k for k in missing if not k.startswith("encoder.")]
         if missing or unexpected:
@@ -411,6 +414,31 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         if ignored:
             logger.info("DKVBForSequenceClassification.from_pretrained ignores %s", ignored)
         return model.eval()
+
+
+def _load_checked(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a saved model.safetensors, refused (ValueError naming the file) when its sha256
+    differs from the one saved beside it, when it cannot be read, or when a value is NaN or infinite.
+    A folder without the checksum file (saved by an older version) loads with a warning."""
+    from safetensors.torch import load_file
+
+    sidecar = weights.with_name(weights.name + CHECKSUM_SUFFIX)
+    if sidecar.is_file():
+        expected = sidecar.read_text(encoding="utf-8", errors="replace").split()[:1]
+        if not expected or file_sha256(weights) != expected[0]:
+            raise ValueError(f"{weights} does not match its sha256 in {sidecar.name} (damaged or truncated); "
+                             "save the model again or restore the file")
+    else:
+        logger.warning("%s has no %s beside it (saved by an older version): its bytes are not checked",
+                       weights, sidecar.name)
+    try:
+        state = load_file(str(weights))
+    except Exception as err:  # safetensors raises its own SafetensorError
+        raise ValueError(f"{weights} cannot be read ({type(err).__name__}: {' '.join(str(err).split())})") from None
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{weights}: tensor {name!r} holds NaN or infinite values; the model is damaged")
+    return state
 
 
 def regroup_rows(rows: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
