@@ -46,12 +46,14 @@ def main(argv=None):
     p.add_argument("--ridge-features", default="4096")
     p.add_argument("--sgd", default="seen,task", help="loss_classes of the sgd rows ('' for none)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-train-per-class", type=int, help="cap on training texts per class and task (as run.py's)")
     p.add_argument("--cache-dir")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     floats = lambda s: [float(x) for x in s.split(",") if x]  # noqa: E731
 
-    stream = build_scenario(args.scenario, dataset=args.dataset)
+    cap = {} if args.max_train_per_class is None else {"max_train_per_class": args.max_train_per_class}
+    stream = build_scenario(args.scenario, dataset=args.dataset, **cap)
     enc = load_encoder(DEFAULT_ENCODER)
     cache = FeatureCache(enc, load_tokenizer(DEFAULT_ENCODER), args.cache_dir, progress=False)
     ctx = RunContext(stream, cache, args.seed, DEFAULT_ENCODER, progress=False)
