@@ -99,3 +99,28 @@ def test_a_text_outside_its_pool_or_a_pairs_mismatch_is_refused(cache):
         cache.get(TEXTS[:2], TEXTS[:2], pool=TextPool(POOL))
     with pytest.raises(ValueError, match="3 pool text_pairs for 6 pool texts"):
         cache.get(TEXTS[:2], TEXTS[:2], pool=TextPool(POOL, POOL[:3]))
+
+
+def test_a_second_job_waits_for_the_entry_another_is_building_then_reuses_it(cache, tiny_encoder_dir,
+                                                                                minilm_tokenizer):
+    import fcntl
+    import threading
+
+    key = cache.key(TEXTS)
+    lock_path = cache.cache_dir / ".locks" / key
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    other = FeatureCache(load_encoder(tiny_encoder_dir("bert")), minilm_tokenizer, cache.cache_dir, autocast="off",
+                         batch_size=2, progress=False)
+    got = {}
+    with open(lock_path, "a+") as held:  # another job is building this entry
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        waiter = threading.Thread(target=lambda: got.setdefault("feats", other.get(TEXTS)))
+        waiter.start()
+        waiter.join(timeout=1.0)
+        assert waiter.is_alive(), "the second job did not wait for the lock"
+        assert not (cache.cache_dir / key).exists() and not list(cache.cache_dir.glob("*.building"))
+        first = cache._entry_locked(key, lambda final, state: cache._build(TEXTS, None, final, state),
+                                    __import__("dkvb_nlp.engine.distributed", fromlist=["x"]).process_state())
+    waiter.join(timeout=60)
+    assert not waiter.is_alive() and (other.hits, other.misses) == (1, 0)  # it loaded the first job's entry
+    np.testing.assert_array_equal(np.asarray(got["feats"].states), np.asarray(first.states))

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 CACHE_VERSION = 1
 FILES = ("states.npy", "offsets.npy", "pooled.npy")
+LOCKS = ".locks"  # one lock file per entry key: two jobs never build one entry at once
 
 
 @dataclass
@@ -133,9 +135,38 @@ class FeatureCache:
         return self._entry(key, lambda final, state: self._cut(source, pool.rows(texts, pairs), final, state))
 
     def _entry(self, key: str, build) -> CachedFeatures:
-        """Load entry `key`, or `build(final, state)` it first (every process takes part)."""
-        final = self.cache_dir / key
+        """Load entry `key`, or `build(final, state)` it first (every process takes part).
+
+        Two jobs sharing a cache folder (two runs, a run and a sweep) never build one entry at
+        once: the main process holds the entry's lock (`.locks/<key>`) while it looks and builds,
+        so the second job waits, then loads what the first one wrote.
+        """
         state = process_state()
+        with self._entry_lock(key, state):
+            return self._entry_locked(key, build, state)
+
+    @contextmanager
+    def _entry_lock(self, key: str, state):
+        if not state.is_main_process:
+            yield
+            return
+        folder = self.cache_dir / LOCKS
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / key, "a+", encoding="utf-8") as handle:
+            try:
+                import fcntl
+            except ImportError:  # not POSIX: no advisory locks (one job per cache folder there)
+                yield
+                return
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("feature cache entry %s is being built by another process; waiting for it", key)
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            yield  # closing the file drops the lock
+
+    def _entry_locked(self, key: str, build, state) -> CachedFeatures:
+        final = self.cache_dir / key
         entry = self._load(final) if state.is_main_process else None
         state.wait_for_everyone()
         if entry is None and not state.is_main_process:
