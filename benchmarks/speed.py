@@ -803,10 +803,12 @@ def values_cost(rule: str, codebooks: int = 16, keys: int = 4096, classes: int =
 
 def section_values(args) -> dict:
     """Order-free value rules at CLINC150's size: update and solve time per task, peak memory."""
-    res = {rule: run_worker("values_cost", rule=rule, codebooks=args.memory_codebooks, keys=args.memory_keys)
+    m = args.ridge_features
+    res = {rule: run_worker("values_cost", rule=rule, codebooks=args.memory_codebooks, keys=args.memory_keys,
+                            ridge_features=m)
            for rule in ("counts", "ridge", "counts+ridge")}
     print(f"order-free value rules, C={args.memory_codebooks} x K={args.memory_keys}, 150 classes, 15 tasks x "
-          f"1,000 examples x 12 tokens, M=4096 ridge features")
+          f"1,000 examples x 12 tokens, M={m} ridge features")
     print(f"{'rule':14s} {'update/task s':>13s} {'solve/task s':>12s} {'eval 4500 s':>11s} {'statistics MB':>13s} "
           f"{'peak above start MB':>19s}")
     for rule, r in res.items():
@@ -839,6 +841,7 @@ def main(argv=None):
     parser.add_argument("--memory-texts", type=int, default=20_000, help="memory: N, texts of the smaller set")
     parser.add_argument("--memory-scale", type=int, default=10, help="memory: the larger set has this x N texts")
     parser.add_argument("--memory-keys", type=int, default=4096, help="memory: K (fewer for a quick run)")
+    parser.add_argument("--ridge-features", type=int, default=4096, help="values: M, the ridge readout's features")
     parser.add_argument("--memory-codebooks", type=int, default=16, help="memory: C (must divide 384)")
     parser.add_argument("--memory-dir", help="memory: where the synthetic data goes (default: the temp dir)")
     parser.add_argument("--json", type=Path, help="write all measurements here")

@@ -12,6 +12,12 @@ Keys are initialised once (the DKVB defaults) and every split indexed once. Then
   seen so far and once over the task's own classes (the labels trick).
 Each row gives the final accuracy (after the last task, over every task) on validation and on
 test. Choose on validation.
+
+    python benchmarks/sweep_values.py --compare benchmarks/results/sweep_values/{clinc150,r8,20newsgroups,dsc}.json
+
+reads recorded sweeps (no encoding) and prints, for every setting present in all of them, each
+dataset's validation/test accuracy, its shortfall from that dataset's best validation row, and the
+mean: the record behind the per-dataset presets.
 """
 
 from __future__ import annotations
@@ -28,7 +34,40 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+SETTING = ("values", "ridge_features", "ridge", "smoothing", "counts_weight", "loss_classes")
+
+
+def compare(paths: list[Path], top: int = 15) -> list[dict]:
+    """Settings present in every recorded sweep, best mean validation accuracy first (printed)."""
+    sweeps = {}
+    for path in paths:
+        record = json.loads(Path(path).read_text())
+        sweeps[record["dataset"]] = {tuple(r.get(k) for k in SETTING): r for r in record["rows"]}
+    best = {name: max(r["val"] for r in rows.values()) for name, rows in sweeps.items()}
+    common = set.intersection(*(set(rows) for rows in sweeps.values()))
+    table = []
+    for key in common:
+        per = {name: rows[key] for name, rows in sweeps.items()}
+        table.append({"setting": dict((k, v) for k, v in zip(SETTING, key) if v is not None),
+                      "mean_val": sum(r["val"] for r in per.values()) / len(per),
+                      "max_shortfall": max(best[n] - r["val"] for n, r in per.items()),
+                      "per_dataset": {n: (r["val"], r["test"]) for n, r in per.items()}})
+    table.sort(key=lambda row: -row["mean_val"])
+    print("best validation per dataset: " + ", ".join(f"{n} {v:.2f}" for n, v in best.items()))
+    for row in table[:top]:
+        setting = " ".join(f"{k}={v}" for k, v in row["setting"].items())
+        cells = "  ".join(f"{n} {v:.2f}/{t:.2f}" for n, (v, t) in row["per_dataset"].items())
+        print(f"{setting:70s} mean val {row['mean_val']:.2f}  worst shortfall {row['max_shortfall']:.2f}  "
+              f"(val/test) {cells}")
+    return table
+
+
 def main(argv=None):
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv and argv[0] == "--compare":
+        compare([Path(a) for a in argv[1:]])
+        return
     from dkvb_nlp.data import build_scenario
     from dkvb_nlp.encoders import DEFAULT_ENCODER, load_encoder, load_tokenizer
     from dkvb_nlp.engine.context import RunContext
