@@ -78,7 +78,8 @@ def main(argv=None):
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", default="class_il")
-    p.add_argument("--dataset", default="clinc150")
+    p.add_argument("--dataset", default="clinc150", help="a dataset; with task_type_il 'glue' (its default tasks) "
+                   "or comma-separated datasets")
     p.add_argument("--smoothing", default="0.01,0.03,0.1,0.3")
     p.add_argument("--counts-weight", default="0.03,0.1,0.3,1")
     p.add_argument("--ridge", default="10,100,1000")
@@ -91,8 +92,13 @@ def main(argv=None):
     args = p.parse_args(argv)
     floats = lambda s: [float(x) for x in s.split(",") if x]  # noqa: E731
 
-    cap = {} if args.max_train_per_class is None else {"max_train_per_class": args.max_train_per_class}
-    stream = build_scenario(args.scenario, dataset=args.dataset, **cap)
+    options = {} if args.max_train_per_class is None else {"max_train_per_class": args.max_train_per_class}
+    if args.scenario == "task_type_il":  # one dataset per task, as run.py reads --dataset
+        if args.dataset != "glue":
+            options["datasets"] = [d.strip() for d in args.dataset.split(",")]
+    else:
+        options["dataset"] = args.dataset
+    stream = build_scenario(args.scenario, **options)
     enc = load_encoder(DEFAULT_ENCODER)
     cache = FeatureCache(enc, load_tokenizer(DEFAULT_ENCODER), args.cache_dir, progress=False)
     ctx = RunContext(stream, cache, args.seed, DEFAULT_ENCODER, progress=False)
