@@ -33,11 +33,20 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be trusted (damaged, truncated, or not this run's)."""
 
 
-def check_finite(tensors: dict[str, torch.Tensor], where: str) -> None:
-    """CheckpointError naming the first floating-point tensor of `tensors` with a NaN or infinity."""
+def read_tensors(path: Path, where: str, error: type[ValueError] = ValueError, hint: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file `path`; `error` ("<where> cannot be read (...)" or
+    "<where>: tensor 'x' holds NaN or infinite values<hint>") when it is unreadable or not finite.
+    Shared by checkpoints and saved models."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own SafetensorError
+        raise error(f"{where} cannot be read ({type(err).__name__}: {' '.join(str(err).split())})") from None
     for name, t in tensors.items():
         if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"{where}: tensor {name!r} holds NaN or infinite values")
+            raise error(f"{where}: tensor {name!r} holds NaN or infinite values{hint}")
+    return tensors
 
 
 class Checkpoint:
@@ -94,8 +103,6 @@ class Checkpoint:
                               "--overwrite (or delete that folder to redo this method and seed)")
 
     def _load_one(self, progress_path: Path) -> tuple[dict[str, torch.Tensor], dict]:
-        from safetensors.torch import load_file
-
         try:
             progress = json.loads(progress_path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -110,13 +117,7 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint {state} is missing")
         if file_sha256(state) != progress["state_sha256"]:
             raise CheckpointError(f"checkpoint {state} does not match its sha256 (damaged or truncated)")
-        try:
-            tensors = load_file(str(state))
-        except Exception as err:  # safetensors raises its own SafetensorError
-            raise CheckpointError(f"checkpoint {state} cannot be read ({type(err).__name__}: "
-                                  f"{' '.join(str(err).split())})") from None
-        check_finite(tensors, f"checkpoint {state}")
-        return tensors, progress
+        return read_tensors(state, f"checkpoint {state}", CheckpointError), progress
 
 
 def _task_number(name: str) -> int | None:

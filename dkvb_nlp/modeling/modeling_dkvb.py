@@ -26,6 +26,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..bottleneck import KeyValueBottleneck, TaskHead, attach_values_rule, back_logits
 from ..encoders import autocast_dtype, check_texts, hidden_size, iter_encoded, load_encoder, load_tokenizer
+from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
 from ..io import atomic_write_text
 from .configuration_dkvb import DKVBConfig
@@ -420,8 +421,6 @@ def _load_checked(weights: Path) -> dict[str, torch.Tensor]:
     """The tensors of a saved model.safetensors, refused (ValueError naming the file) when its sha256
     differs from the one saved beside it, when it cannot be read, or when a value is NaN or infinite.
     A folder without the checksum file (saved by an older version) loads with a warning."""
-    from safetensors.torch import load_file
-
     sidecar = weights.with_name(weights.name + CHECKSUM_SUFFIX)
     if sidecar.is_file():
         expected = sidecar.read_text(encoding="utf-8", errors="replace").split()[:1]
@@ -431,14 +430,7 @@ def _load_checked(weights: Path) -> dict[str, torch.Tensor]:
     else:
         logger.warning("%s has no %s beside it (saved by an older version): its bytes are not checked",
                        weights, sidecar.name)
-    try:
-        state = load_file(str(weights))
-    except Exception as err:  # safetensors raises its own SafetensorError
-        raise ValueError(f"{weights} cannot be read ({type(err).__name__}: {' '.join(str(err).split())})") from None
-    for name, t in state.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise ValueError(f"{weights}: tensor {name!r} holds NaN or infinite values; the model is damaged")
-    return state
+    return read_tensors(weights, str(weights), hint="; the model is damaged")
 
 
 def regroup_rows(rows: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tensor]:
