@@ -38,6 +38,7 @@ from ..faults import crash_point
 from ..io import atomic_write_json, default_cache_dir
 from .distributed import process_state
 from .fingerprint import encoder_fingerprint, file_sha256, hash_json, hash_texts
+from .folder_lock import take_lock
 
 logger = logging.getLogger(__name__)
 
@@ -153,16 +154,8 @@ class FeatureCache:
         folder = self.cache_dir / LOCKS
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / key, "a+", encoding="utf-8") as handle:
-            try:
-                import fcntl
-            except ImportError:  # not POSIX: no advisory locks (one job per cache folder there)
-                yield
-                return
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                logger.info("feature cache entry %s is being built by another process; waiting for it", key)
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            take_lock(handle, folder / key, wait=f"feature cache entry {key} is being built by another process; "
+                      "waiting for it", unprotected=": two jobs sharing this cache folder may build one entry at once")
             yield  # closing the file drops the lock
 
     def _entry_locked(self, key: str, build, state) -> CachedFeatures:
