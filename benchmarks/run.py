@@ -75,15 +75,12 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def stream_options(cfg, seed: int) -> dict:
     """The scenario builder's keyword arguments for one seed (the seed also orders the tasks)."""
+    from dkvb_nlp.data import dataset_options
+
     options = {"seed": seed, **cfg.scenario_options}
     if cfg.max_train_per_class is not None:
         options["max_train_per_class"] = cfg.max_train_per_class
-    if cfg.dataset is not None:
-        if cfg.scenario == "task_type_il":
-            options["datasets"] = [d.strip() for d in str(cfg.dataset).split(",")]
-        else:
-            options["dataset"] = cfg.dataset
-    return options
+    return {**options, **dataset_options(cfg.scenario, cfg.dataset)}
 
 
 def build_stream(cfg, seed: int):

@@ -68,7 +68,7 @@ def main(argv=None):
     if argv and argv[0] == "--compare":
         compare([Path(a) for a in argv[1:]])
         return
-    from dkvb_nlp.data import build_scenario
+    from dkvb_nlp.data import build_scenario, dataset_options
     from dkvb_nlp.encoders import DEFAULT_ENCODER, load_encoder, load_tokenizer
     from dkvb_nlp.engine.context import RunContext
     from dkvb_nlp.engine.feature_cache import FeatureCache
@@ -93,11 +93,9 @@ def main(argv=None):
     floats = lambda s: [float(x) for x in s.split(",") if x]  # noqa: E731
 
     options = {} if args.max_train_per_class is None else {"max_train_per_class": args.max_train_per_class}
-    if args.scenario == "task_type_il":  # one dataset per task, as run.py reads --dataset
-        if args.dataset != "glue":
-            options["datasets"] = [d.strip() for d in args.dataset.split(",")]
-    else:
-        options["dataset"] = args.dataset
+    # --dataset as run.py reads it; 'glue' names task_type_il's default tasks
+    glue_default = args.scenario == "task_type_il" and args.dataset == "glue"
+    options.update(dataset_options(args.scenario, None if glue_default else args.dataset))
     stream = build_scenario(args.scenario, **options)
     enc = load_encoder(DEFAULT_ENCODER)
     cache = FeatureCache(enc, load_tokenizer(DEFAULT_ENCODER), args.cache_dir, progress=False)

@@ -248,6 +248,16 @@ def scenario_options(name: str) -> list[str]:
     return list(inspect.signature(SCENARIOS.get(name)).parameters)
 
 
+def dataset_options(name: str, dataset: str | None) -> dict:
+    """The builder keyword for a dataset given on a command line: task_type_il takes
+    comma-separated `datasets`, the other scenarios one `dataset`; None keeps the scenario's default."""
+    if dataset is None:
+        return {}
+    if name == "task_type_il":
+        return {"datasets": [d.strip() for d in str(dataset).split(",")]}
+    return {"dataset": dataset}
+
+
 def build_scenario(name: str, **options) -> TaskStream:
     """Build the scenario `name` (one of SCENARIOS) with `options`; unknown options raise a ValueError."""
     builder = SCENARIOS.get(name)
