@@ -256,9 +256,7 @@ class DKVBLearner:
 
     def trainable_parameters(self) -> int:
         """Values: C x K x classes; with a ridge readout also its solved weights, M x classes."""
-        readout = self.rule.readout if self.rule is not None else None
-        extra = readout.num_features * readout.num_classes if readout is not None else 0
-        return self.model.trainable_parameters() + extra
+        return self.model.trainable_parameters() + (self.rule.solved_parameters if self.rule is not None else 0)
 
     def extra(self) -> dict:
         """Per-key usage summary (Appendix E.3's histogram in numbers); the value rule's sizes."""
@@ -274,7 +272,7 @@ class DKVBLearner:
                     "new_examples_per_phase": list(self.new_per_phase),
                     "statistics_bytes": sum(t.numel() * t.element_size() for t in self.rule.state_dict().values())}
             if self.rule.readout is not None:
-                info["ridge_readout_weights"] = self.rule.readout.num_features * self.rule.readout.num_classes
+                info["ridge_readout_weights"] = self.rule.solved_parameters
             out["value_rule"] = info
         return out
 

@@ -81,6 +81,11 @@ class OrderFreeValues(nn.Module):
     def front(self):
         return getattr(self.head, "front", self.head)
 
+    @property
+    def solved_parameters(self) -> int:
+        """Learned numbers beyond the head's value table: the readout's solved weights (M x classes)."""
+        return 0 if self.readout is None else self.readout.num_features * self.readout.num_classes
+
     def add_classes(self, n: int) -> None:
         for part in (self.counts, self.readout):
             if part is not None:

@@ -251,9 +251,8 @@ class DKVBStrategy(Strategy):
         # TaskHeads do not register the front, so each parameter is counted once; a ridge readout's
         # solved weights (M x classes, derived from its statistics) count as learned parameters too.
         values = sum(p.numel() for h in self.heads for p in h.parameters() if p.requires_grad)
-        readouts = [h.values_rule.readout for h in self.heads
-                    if getattr(h, "values_rule", None) is not None and h.values_rule.readout is not None]
-        return values + sum(r.num_features * r.num_classes for r in readouts)
+        rules = [h.values_rule for h in self.heads if getattr(h, "values_rule", None) is not None]
+        return values + sum(rule.solved_parameters for rule in rules)
 
 
 class _Reiterable:
