@@ -416,7 +416,7 @@ def e2e_reference(epochs: int, options: dict | None = None) -> dict:
 
     from dkvb_nlp.bottleneck import ValueSGD
     from dkvb_nlp.encoders import DEFAULT_ENCODER, iter_encoded, load_encoder, load_tokenizer
-    from dkvb_nlp.engine.metrics import accuracy
+    from dkvb_nlp.metrics import accuracy
     from dkvb_nlp.strategies.dkvb import DKVBOptions
 
     o = DKVBOptions(epochs=epochs, **(options or {}))

@@ -29,7 +29,7 @@ def main(argv=None):
     from dkvb_nlp.engine.context import RunContext
     from dkvb_nlp.engine.feature_cache import FeatureCache
     from dkvb_nlp.engine.loop import predict
-    from dkvb_nlp.engine.metrics import accuracy
+    from dkvb_nlp.metrics import accuracy
     from dkvb_nlp.strategies.dkvb import DKVBStrategy
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from dkvb_nlp.engine import (
+from dkvb_nlp.metrics import (
     SUMMARY_FIELDS,
     accuracy,
     average_incremental_accuracy,

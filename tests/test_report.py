@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from dkvb_nlp.engine import summarize
+from dkvb_nlp.metrics import summarize
 from dkvb_nlp.io import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
 from dkvb_nlp.report import (
     RUN_FIELDS,

@@ -37,7 +37,7 @@ import torch
 from dkvb_nlp.bottleneck import KeyValueBottleneck
 from dkvb_nlp.bottleneck.value_rules import VALUE_RULES, attach_values_rule, back_logits
 from dkvb_nlp.engine.bounds import bounded, check_bounds
-from dkvb_nlp.engine.metrics import accuracy
+from dkvb_nlp.metrics import accuracy
 from dkvb_nlp.io import atomic_write_bytes
 from dkvb_nlp.registry import Registry
 from dkvb_nlp.report import make_run

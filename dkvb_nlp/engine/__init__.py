@@ -1,6 +1,6 @@
-"""Training and evaluation engine: continual-learning metrics (the loop lands here later)."""
+"""Training and evaluation engine; re-exports the continual-learning metrics of `dkvb_nlp.metrics`."""
 
-from .metrics import (
+from ..metrics import (
     SUMMARY_FIELDS,
     accuracy,
     average_incremental_accuracy,

@@ -13,7 +13,7 @@ from ..faults import crash_point
 from ..report import make_run
 from .checkpoint import Checkpoint, CheckpointError
 from .context import RunContext
-from .metrics import accuracy, macro_f1
+from ..metrics import accuracy, macro_f1
 
 logger = logging.getLogger(__name__)
 

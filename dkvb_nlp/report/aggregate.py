@@ -14,7 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
-from ..engine.metrics import SUMMARY_FIELDS
+from ..metrics import SUMMARY_FIELDS
 from .results import validate_results
 
 __all__ = ["MethodSummary", "aggregate", "group_runs", "mean_std", "task_names"]

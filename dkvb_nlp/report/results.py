@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..engine.metrics import SUMMARY_FIELDS, check_accuracy_matrix, summarize
+from ..metrics import SUMMARY_FIELDS, check_accuracy_matrix, summarize
 from ..io import atomic_write_json
 
 __all__ = [

@@ -1,5 +1,8 @@
 """Continual-learning metrics from an accuracy matrix, and per-evaluation accuracy / macro-F1.
 
+A neutral module (numpy only): the engine, the reports, vision and the benchmarks all read
+their metrics here, so no import runs from report/ back up to engine/.
+
 The accuracy matrix `A` is T x T: `A[i][j]` is the test accuracy on task j after training
 task i, a fraction in [0, 1]. Every entry must be measured (also the not-yet-trained tasks
 above the diagonal: the "accuracy on all tasks" curve and forward transfer read them).
