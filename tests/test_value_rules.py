@@ -155,3 +155,18 @@ def test_labels_trick_changes_only_the_current_classes_columns():
     assert not torch.equal(b2.value_table[:, :2], before[:, :2])
     with pytest.raises(ValueError, match="outside the loss classes"):
         ValueSGD(b, lr=1.0, loss_classes=[2]).step(idx[:2], labels[:2])
+
+
+def test_ridge_gram_is_the_lower_triangle_whatever_the_blocks(monkeypatch):
+    import dkvb_nlp.bottleneck.ridge_readout as rr
+
+    monkeypatch.setattr(rr, "_BLOCK", 7)  # 20 features: blocks of 7, 7 and 6
+    g = torch.Generator().manual_seed(5)
+    pooled, labels = torch.randn(30, 12, generator=g), torch.randint(0, 3, (30,), generator=g)
+    r = RidgeReadout(12, 3, num_features=20, ridge=0.5, seed=3).partial_fit(pooled, labels)
+    phi = torch.relu(torch.nn.functional.normalize(pooled, dim=1) @ r.projection).double()
+    torch.testing.assert_close(r.gram, (phi.T @ phi).tril())
+    assert torch.count_nonzero(r.gram.triu(1)) == 0
+    w = torch.linalg.solve(phi.T @ phi + 0.5 * torch.eye(20, dtype=torch.float64),
+                           phi.T @ torch.nn.functional.one_hot(labels, 3).double())
+    torch.testing.assert_close(r.weight(), w.float(), rtol=1e-5, atol=1e-6)

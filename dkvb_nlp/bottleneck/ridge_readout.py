@@ -8,8 +8,10 @@ projection and a ReLU, phi(x) = relu(R^T q(x)) (M features, RanPAC-style; McDonn
 weights W = (G + lambda I)^-1 Q are the ridge regression on every example seen so far, so the
 result does not depend on the order of tasks or batches, and no example is stored.
 
-Memory: M^2 + M x classes float64 (134 MB at M = 4096), whatever the amount of data. An update
-costs B x M^2; a solve M^3 / 3 (done lazily, when logits are next asked for).
+Memory: M^2 + M x classes float64 (134 MB at M = 4096), whatever the amount of data. Only the
+lower triangle of G is accumulated (its upper triangle stays zero: the Cholesky factorisation
+reads nothing else), block by block, which saves about 40% of an update's B x M^2 work. A solve
+costs M^3 / 3 (done lazily, when logits are next asked for).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ def pooled_keys(front, indices: torch.Tensor) -> torch.Tensor:
     picked = idx[valid]  # (M, C)
     parts = [F.embedding_bag(picked[:, j], keys[j], offsets, mode="mean") for j in range(c)]
     return torch.cat(parts, dim=1)
+
+
+_BLOCK = 1024
+
+
+def _blocks(size: int):
+    """(start, stop) of the row blocks of a size x size matrix."""
+    return [(start, min(size, start + _BLOCK)) for start in range(0, size, _BLOCK)]
 
 
 class RidgeReadout(nn.Module):
@@ -96,7 +106,10 @@ class RidgeReadout(nn.Module):
             raise ValueError(f"label {bad} outside the head's classes 0 to {self.num_classes - 1}; "
                              "add the class first")
         phi = self.features(pooled).double()
-        self.gram.addmm_(phi.T, phi)
+        for start, stop in _blocks(self.num_features):  # lower triangle only, block row by block row
+            self.gram[start:stop, :stop].addmm_(phi[:, start:stop].T, phi[:, :stop])
+            diagonal = self.gram[start:stop, start:stop]
+            diagonal.copy_(diagonal.tril())  # the diagonal block's upper part: zero, as documented
         self.targets.index_add_(1, labels, phi.T)
         self._weight = None
         return self
@@ -105,9 +118,13 @@ class RidgeReadout(nn.Module):
     def weight(self) -> torch.Tensor:
         """W = (G + lambda I)^-1 Q, (M, classes) float32; solved once per change of the statistics."""
         if self._weight is None or self._weight.shape[1] != self.num_classes:
-            a = self.gram + self.ridge * torch.eye(self.num_features, dtype=self.gram.dtype, device=self.gram.device)
-            factor, info = torch.linalg.cholesky_ex(a)
-            w = torch.cholesky_solve(self.targets, factor) if int(info) == 0 else torch.linalg.solve(a, self.targets)
+            a = self.gram.tril()  # the stored lower triangle (a copy: the statistics stay as they are)
+            a.diagonal().add_(self.ridge)
+            factor, info = torch.linalg.cholesky_ex(a)  # reads the lower triangle only
+            if int(info) == 0:
+                w = torch.cholesky_solve(self.targets, factor)
+            else:  # not positive definite in floating point: a general solve of the symmetric matrix
+                w = torch.linalg.solve(a + a.tril(-1).T, self.targets)
             self._weight = w.float()
         return self._weight
 
