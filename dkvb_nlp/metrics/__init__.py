@@ -23,12 +23,16 @@ multi-task upper bound), is evaluated only then. Its earlier rows are unmeasured
 matrix, `summarize` gives its final accuracy and None for the metrics that need the earlier
 rows (AIA, BWT, forgetting), and those metric functions refuse it.
 
+The same metrics, forward transfer included, load as an `evaluate` module shipped in this package
+(offline): `evaluate.load(continual_learning_metric_path())`; its script calls the functions here.
+
 Since the max in forgetting includes l = j, forgetting_j >= A[j][j] - A[T-1][j] = -BWT_j per
 task, hence forgetting >= -BWT; both are 0 when every task keeps its just-trained accuracy.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -38,6 +42,7 @@ __all__ = [
     "average_incremental_accuracy",
     "bwt",
     "check_accuracy_matrix",
+    "continual_learning_metric_path",
     "final_accuracy",
     "forgetting",
     "forward_transfer",
@@ -60,6 +65,12 @@ def check_accuracy_matrix(matrix, name: str = "accuracy matrix", *, allow_unmeas
         a = np.asarray(matrix, dtype=np.float64)
     except (TypeError, ValueError) as err:
         # Ragged nested lists land here; say so instead of numpy's "inhomogeneous shape".
+        lengths = _row_lengths(matrix)
+        if lengths is not None and len(set(lengths)) > 1:
+            raise ValueError(
+                f"{name} must be a T x T array of numbers (one accuracy per task in every row); "
+                f"its rows have lengths {lengths}"
+            ) from None
         raise ValueError(f"{name} must be a T x T array of numbers; got {matrix!r} ({err})") from None
     if a.ndim != 2 or a.shape[0] != a.shape[1]:
         raise ValueError(f"{name} must be square (T x T); got shape {a.shape}")
@@ -87,6 +98,14 @@ def check_accuracy_matrix(matrix, name: str = "accuracy matrix", *, allow_unmeas
             f"got min {lo:g}, max {hi:g}"
         )
     return a
+
+
+def _row_lengths(matrix) -> list[int] | None:
+    """The length of every row of a nested sequence, or None when it is not one."""
+    try:
+        return [len(row) for row in matrix]
+    except TypeError:
+        return None
 
 
 def _blank_rows(a: np.ndarray) -> list[int]:
@@ -140,6 +159,10 @@ def forward_transfer(matrix, baseline: Sequence[float]) -> float:
         raise ValueError(f"baseline must hold one accuracy per task, shape ({t},); got shape {b.shape}")
     if not np.all(np.isfinite(b)):
         raise ValueError(f"baseline must be finite; got {b.tolist()}")
+    if b.min() < 0.0 or b.max() > 1.0:
+        raise ValueError(
+            f"baseline values must be fractions in [0, 1], not percentages; got min {b.min():g}, max {b.max():g}"
+        )
     if t == 1:
         return 0.0
     return float(np.mean(np.diag(a, k=1) - b[1:]))
@@ -160,6 +183,16 @@ def summarize(matrix) -> dict:
         "bwt": bwt(a),
         "forgetting": forgetting(a),
     }
+
+
+def continual_learning_metric_path() -> str:
+    """The folder of the `evaluate` module of these metrics, for `evaluate.load(path)` (offline).
+
+    `evaluate.load(continual_learning_metric_path())` gives a metric whose `compute(accuracy_matrix=
+    rows, baseline=None)` returns `summarize`'s fields plus `forward_transfer` (None without a
+    baseline), computed by the functions of this module.
+    """
+    return str(Path(__file__).resolve().parent / "continual_learning")
 
 
 def _check_predictions(predictions, labels) -> tuple[np.ndarray, np.ndarray]:
