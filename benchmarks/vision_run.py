@@ -45,7 +45,7 @@ DEFAULT_KEY_INIT = {"cifar10": "cifar100:train", "cifar100": "cifar10:train", "s
 def parse_args(argv=None) -> argparse.Namespace:
     """Command-line flags (each overrides the --config YAML)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", help="YAML preset (configs/vision_*.yaml); flags below override it")
+    p.add_argument("--config", help="a preset's name (vision_cifar10, ...) or a YAML file; flags below override it")
     p.add_argument("--dataset", help="target dataset: fashion_mnist | cifar10 | cifar100 | stl10")
     p.add_argument("--backbone", help="efficientnet_lite0 | resnet50_imagenet | clip_vit_b32 | dino_resnet50 | "
                                       "swav_resnet50w2 | tiny_random_cnn")
@@ -91,7 +91,9 @@ def build_config(args: argparse.Namespace) -> dict:
 
     cfg = copy.deepcopy(DEFAULTS)
     if args.config:
-        with open(args.config, encoding="utf-8") as f:
+        from dkvb_nlp.runner.presets import resolve_preset
+
+        with open(resolve_preset(args.config), encoding="utf-8") as f:
             loaded = yaml.safe_load(f) or {}
         unknown = sorted(set(loaded) - set(DEFAULTS))
         if unknown:
@@ -162,8 +164,8 @@ def main(argv=None) -> int:
     if cfg["threads"]:
         torch.set_num_threads(int(cfg["threads"]))
     from dkvb_nlp.report import make_results, write_report
-    from vision.pipeline import load_protocol_data
-    from vision.protocol import ProtocolConfig, run_protocol
+    from dkvb_nlp.vision.pipeline import load_protocol_data
+    from dkvb_nlp.vision.protocol import ProtocolConfig, run_protocol
 
     variants = sweep_variants(cfg)
     for variant, _ in variants:  # validate every variant before any extraction or training

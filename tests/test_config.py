@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dkvb_nlp.engine.config import FIELDS, RunConfig, config_from_mapping, load_config
+from dkvb_nlp.runner.config import FIELDS, RunConfig, config_from_mapping, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -39,7 +39,7 @@ def test_the_benchmark_options_and_the_config_share_every_default_they_both_name
 
 
 def test_vision_shares_the_value_rules_defaults():
-    from vision.protocol import DKVBOptions as VisionOptions
+    from dkvb_nlp.vision.protocol import DKVBOptions as VisionOptions
 
     config, vision = config_defaults(), option_defaults(VisionOptions)
     shared = (set(vision) & set(config)) - VISION_OWN

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from dkvb_nlp.engine.bounds import Bounds, bounded, check_bounds, field_bounds
-from dkvb_nlp.engine.config import RunConfig, load_config
+from dkvb_nlp.runner.config import RunConfig, load_config
 from dkvb_nlp.strategies import STRATEGIES
 
 

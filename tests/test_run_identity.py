@@ -8,8 +8,8 @@ import json
 import pytest
 
 from cli_tools import base_args, run_module, tiny_dataset
-from dkvb_nlp.engine.config import load_config
-from dkvb_nlp.engine.identity import (IDENTITY_FILE, check_resume, differences, make_identity, merged, settings,
+from dkvb_nlp.runner.config import load_config
+from dkvb_nlp.runner.identity import (IDENTITY_FILE, check_resume, differences, make_identity, merged, settings,
                                       write_identity)
 
 

@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from vision.backbones import BACKBONES, build_backbone, preprocess
-from vision.datasets import load_image_set
-from vision.features import cached_features
-from vision.idx import read_idx, write_idx
-from vision.protocol import DKVBOptions, HeadOptions, ProtocolConfig, ProtocolData, run_protocol
-from vision.splits import class_splits, iid_chunks, parse_split_spec
+from dkvb_nlp.vision.backbones import BACKBONES, build_backbone, preprocess
+from dkvb_nlp.vision.datasets import load_image_set
+from dkvb_nlp.vision.features import cached_features
+from dkvb_nlp.vision.idx import read_idx, write_idx
+from dkvb_nlp.vision.protocol import DKVBOptions, HeadOptions, ProtocolConfig, ProtocolData, run_protocol
+from dkvb_nlp.vision.splits import class_splits, iid_chunks, parse_split_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -124,7 +124,8 @@ def test_tiny_backbone_and_preprocess():
 
 
 def test_import_vision_needs_no_torchvision():
-    code = ("import sys, vision, vision.backbones, vision.datasets, vision.protocol, vision.pipeline, dkvb_nlp;"
+    code = ("import sys, dkvb_nlp.vision, dkvb_nlp.vision.backbones, dkvb_nlp.vision.datasets, "
+            "dkvb_nlp.vision.protocol, dkvb_nlp.vision.pipeline, dkvb_nlp;"
             "print('torchvision' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
@@ -174,7 +175,7 @@ def test_feature_cache_extracts_once_and_keys_on_backbone(tmp_path, monkeypatch)
     meta = json.loads(first.path.with_suffix(".json").read_text())
     assert meta["dataset"] == "fashion_mnist" and meta["images"] == 30
 
-    import vision.features as vf
+    import dkvb_nlp.vision.features as vf
 
     def boom(*a, **k):
         raise AssertionError("extracted again although cached")
@@ -192,7 +193,7 @@ def test_feature_cache_extracts_once_and_keys_on_backbone(tmp_path, monkeypatch)
 def test_numba_trainer_equals_value_sgd():
     pytest.importorskip("numba", reason="numba not installed: the compiled value trainer is optional")
     from dkvb_nlp.bottleneck import KeyValueBottleneck
-    from vision.value_trainers import make_value_trainer
+    from dkvb_nlp.vision.value_trainers import make_value_trainer
 
     def keyed():
         m = KeyValueBottleneck(8, 6, 16, 4, split="random_projection", key_dim=3)
@@ -210,7 +211,7 @@ def test_numba_trainer_equals_value_sgd():
 
 def test_value_trainer_errors():
     from dkvb_nlp.bottleneck import KeyValueBottleneck
-    from vision.value_trainers import make_value_trainer
+    from dkvb_nlp.vision.value_trainers import make_value_trainer
 
     m = KeyValueBottleneck(8, 2, 4, 3, split="random_projection", key_dim=2)
     with pytest.raises(ValueError, match="accepted: numba, torch"):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vision.protocol import DKVBLearner, DKVBOptions, ProtocolConfig, ProtocolData, prepare_keys, run_protocol
-from vision.splits import class_splits
-from vision.value_trainers import TorchValueSGD
+from dkvb_nlp.vision.protocol import DKVBLearner, DKVBOptions, ProtocolConfig, ProtocolData, prepare_keys, run_protocol
+from dkvb_nlp.vision.splits import class_splits
+from dkvb_nlp.vision.value_trainers import TorchValueSGD
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -38,8 +38,10 @@ def predict(ctx: RunContext, strategy, task_id: int, after_task: int, split: str
 
 
 def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: str | Path | None = None,
-                  resume: bool = False, log=print) -> dict:
-    """Train `strategy` task after task; returns one results.json run (see `report.make_run`)."""
+                  resume: bool = False, log=print, after_task=None) -> dict:
+    """Train `strategy` task after task; returns one results.json run (see `report.make_run`).
+
+    `after_task(t)`, if given, is called once task t is learned, evaluated and checkpointed."""
     stream, n = ctx.stream, ctx.num_tasks
     ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     acc_rows: list[list[float]] = []
@@ -87,6 +89,8 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
             tensors, meta = strategy.state()
             ckpt.save(tensors, {"completed_tasks": t + 1, "accuracy_rows": acc_rows, "macro_f1_rows": f1_rows,
                                 "train_seconds": train_seconds, "eval_seconds": eval_seconds, "strategy": meta})
+        if after_task is not None and ctx.process.is_main_process:
+            after_task(t)
         ctx.process.wait_for_everyone()
     _, meta = strategy.state()
     return make_run(strategy.name, ctx.seed, stream.scenario, dataset, acc_rows, macro_f1_matrix=f1_rows,

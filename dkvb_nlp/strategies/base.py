@@ -1,7 +1,10 @@
 """One interface for DKVB and every baseline: set up, learn a task, score a split, save, restore.
 
-A strategy is one file with a class registered in `STRATEGIES` and an `Options` dataclass of
-its hyperparameters (documented defaults; unknown keys are rejected with the accepted ones).
+A strategy is one file with a `Strategy` subclass and an `Options` dataclass of its
+hyperparameters (documented defaults; unknown keys are rejected with the accepted ones). A
+subclass that sets `name` is registered in `STRATEGIES` under it: the name is given once, and
+a strategy defined outside the package (a `--plugin` module or a `dkvb_nlp.plugins` entry point,
+see `dkvb_nlp.runner.plugins`) registers the same way.
 The engine owns the loop, the metrics, the checkpoints and the masking of unseen classes, so a
 strategy only has to be right about learning.
 """
@@ -71,6 +74,11 @@ class Strategy:
     Options: ClassVar[type] = NoOptions
     uses_features: ClassVar[bool] = True  # reads the frozen encoder's feature cache
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):  # its own name: registered under it (a ValueError if taken)
+            STRATEGIES.register(cls.name)(cls)
+
     def __init__(self, ctx: RunContext, options: Mapping[str, Any] | None = None):
         self.ctx = ctx
         self.opts = build_options(self.Options, options, self.name)
@@ -108,3 +116,10 @@ class Strategy:
     def trainable_parameters(self) -> int:
         """Number of scalars this method trains."""
         return 0
+
+    exportable: ClassVar[bool] = False  # whether `export` writes a model (`--export`)
+
+    def export(self, folder, record: dict | None = None):
+        """Save the trained model to `folder` (loadable without this toolkit's run); `record` is the
+        run's results.json record (None after an intermediate task)."""
+        raise NotImplementedError(f"method {self.name!r} has no model to export")

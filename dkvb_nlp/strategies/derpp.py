@@ -31,7 +31,6 @@ class DERPPOptions(EROptions):
     beta: float = bounded(4.0, ge=0)  # weight of the cross-entropy on buffer labels (tried 0.5-4)
 
 
-@STRATEGIES.register("derpp")
 class DERPPStrategy(ERStrategy):
     """Replay of past examples' labels and logits (dark experience replay ++)."""
 

@@ -87,7 +87,6 @@ class DKVBOptions:
             raise ValueError(f"dkvb.lr_scale={self.lr_scale!r}; accepted: length_free, none")
 
 
-@STRATEGIES.register("dkvb")
 class DKVBStrategy(Strategy):
     """The discrete key-value bottleneck on the frozen encoder's token states."""
 
@@ -255,6 +254,14 @@ class DKVBStrategy(Strategy):
             head.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         rebuild_values(*self.heads)
         self.key_init_info = {k: v for k, v in meta.items() if k.startswith("key_init")}
+
+    exportable = True
+
+    def export(self, folder, record=None):
+        """The trained DKVB as a `DKVBForSequenceClassification` folder (strategies/dkvb_export.py)."""
+        from .dkvb_export import export_model
+
+        return export_model(self, folder, record)
 
     def trainable_parameters(self) -> int:
         # TaskHeads do not register the front, so each parameter is counted once; a ridge readout's

@@ -16,7 +16,6 @@ from .base import STRATEGIES
 from .dkvb import DKVBStrategy, IndexRows
 
 
-@STRATEGIES.register("dkvb_joint")
 class DKVBJointStrategy(DKVBStrategy):
     """DKVB whose values are re-trained from their initialisation on the union of tasks 0..t."""
 

@@ -81,7 +81,6 @@ class ReservoirBuffer:
         self.seen, self.size = int(meta["buffer_seen"]), int(meta["buffer_size"])
 
 
-@STRATEGIES.register("er")
 class ERStrategy(FeatureHeadStrategy):
     """Sequential linear probe that replays a reservoir-sampled buffer of past examples."""
 

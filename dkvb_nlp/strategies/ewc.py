@@ -32,7 +32,6 @@ class EWCOptions(HeadOptions):
     gamma: float = bounded(1.0, ge=0, le=1)  # decay of the running Fisher (1: plain sum over tasks)
 
 
-@STRATEGIES.register("ewc")
 class EWCStrategy(FeatureHeadStrategy):
     """Sequential linear probe with an (online) EWC penalty towards the previous tasks' weights."""
 

@@ -60,7 +60,6 @@ class TextClassifier(nn.Module):
         return self.heads[head](pooled.float())
 
 
-@STRATEGIES.register("finetune")
 class FinetuneStrategy(Strategy):
     """Fine-tune every encoder weight and a linear head on each task in turn."""
 

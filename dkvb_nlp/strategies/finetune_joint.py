@@ -37,7 +37,6 @@ class FinetuneJointOptions(FinetuneOptions):
             raise ValueError(f"finetune_joint.schedule={self.schedule!r}; accepted: {', '.join(SCHEDULES)}")
 
 
-@STRATEGIES.register("finetune_joint")
 class FinetuneJointStrategy(FinetuneStrategy):
     """Fine-tuning of the encoder and heads from scratch on the union of tasks 0..t."""
 

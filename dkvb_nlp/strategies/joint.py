@@ -24,7 +24,6 @@ class JointOptions(HeadOptions):
     method: ClassVar[str] = "joint"
 
 
-@STRATEGIES.register("joint")
 class JointStrategy(FeatureHeadStrategy):
     """Linear probe re-trained from scratch on the union of the tasks seen so far."""
 

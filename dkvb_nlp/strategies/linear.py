@@ -11,7 +11,6 @@ from .base import STRATEGIES
 from .feature_head import FeatureHeadStrategy, HeadOptions
 
 
-@STRATEGIES.register("linear")
 class LinearProbeStrategy(FeatureHeadStrategy):
     """A linear head on frozen pooled features, trained on each task in turn."""
 

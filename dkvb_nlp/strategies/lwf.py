@@ -40,7 +40,6 @@ def distillation(new: torch.Tensor, old: torch.Tensor, temperature: float) -> to
                     reduction="batchmean") * t * t
 
 
-@STRATEGIES.register("lwf")
 class LwFStrategy(FeatureHeadStrategy):
     """Sequential linear probe distilled towards the previous model on the old classes."""
 

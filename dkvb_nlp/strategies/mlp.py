@@ -16,7 +16,6 @@ class MLPOptions(HeadOptions):
     method: ClassVar[str] = "mlp"
 
 
-@STRATEGIES.register("mlp")
 class MLPStrategy(FeatureHeadStrategy):
     """Linear(D, 128) + ReLU + Linear(128, classes) on frozen pooled features, task after task."""
 

@@ -16,7 +16,6 @@ from .base import STRATEGIES, Strategy
 from .feature_head import pooled_features
 
 
-@STRATEGIES.register("nmc")
 class NMCStrategy(Strategy):
     """Cosine nearest-class-mean classifier over accumulated class means."""
 

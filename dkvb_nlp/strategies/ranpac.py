@@ -57,7 +57,6 @@ def select_ridge(h: torch.Tensor, targets: torch.Tensor) -> float:
     return RIDGE_GRID[min(range(len(errors)), key=errors.__getitem__)]
 
 
-@STRATEGIES.register("ranpac")
 class RanPACStrategy(Strategy):
     """Ridge classifier on ReLU random features, updated in closed form after each task."""
 

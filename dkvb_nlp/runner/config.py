@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..encoders.resolve import DEFAULT_ENCODER
-from .bounds import Bounds, bounded, check_bounds, check_mapping
+from ..engine.bounds import Bounds, bounded, check_bounds, check_mapping
+
+EXPORTS = ("none", "final", "every_task")  # RunConfig.export
 
 # Field metadata: this option does not change results (a resumed run may change it; see identity.py).
 RESULT_FREE = "result_free"
@@ -45,6 +47,9 @@ class RunConfig:
     cache_dir: str | None = _result_free(None)  # feature cache; default $DKVB_CACHE_DIR or ~/.cache/dkvb_nlp
     resume: bool = _result_free(False)
     progress: bool = _result_free(True)
+    # Trained models written to <output_dir>/models/<method>_seed<k>/ (methods that can: dkvb,
+    # dkvb_joint): 'final' (after the last task), 'every_task' (also task<t>/ after each), 'none'.
+    export: str = _result_free("final")
     max_train_per_class: int | None = bounded(None, ge=1, integer=True)  # cap training examples per class per task
     scenario_options: dict = dataclasses.field(default_factory=dict)  # passed to the scenario builder
     method_options: dict = dataclasses.field(default_factory=dict)  # {method: {option: value}}
@@ -79,6 +84,8 @@ class RunConfig:
         check_mapping(self.scenario_options, SCENARIO_BOUNDS, "scenario_options.")
         if self.autocast not in ("auto", "bf16", "off"):
             raise ValueError(f"autocast={self.autocast!r}; accepted: auto, bf16, off")
+        if self.export not in EXPORTS:
+            raise ValueError(f"export={self.export!r}; accepted: {', '.join(EXPORTS)}")
         from ..strategies.base import build_options
 
         for m in dict.fromkeys([*self.methods, *self.method_options]):  # options of methods not run, too
@@ -116,6 +123,7 @@ _TYPES = {
     "cache_dir": ((str, type(None)), "a folder or null"),
     "resume": ((bool,), "true or false"),
     "progress": ((bool,), "true or false"),
+    "export": ((str,), "none, final or every_task"),
     "max_train_per_class": ((int, type(None)), "an integer or null"),
     "scenario_options": ((dict,), "a mapping of scenario options"),
     "method_options": ((dict,), "a mapping {method: {option: value}}"),
