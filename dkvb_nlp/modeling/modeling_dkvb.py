@@ -25,7 +25,8 @@ from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..bottleneck import KeyValueBottleneck, TaskHead, attach_values_rule, back_logits
-from ..encoders import autocast_dtype, check_texts, hidden_size, iter_encoded, load_encoder, load_tokenizer
+from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_texts, freeze, hidden_size,
+                        iter_encoded, load_encoder, load_tokenizer, resolve_encoder)
 from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
 from ..io import atomic_write_text
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 CHECKSUM_SUFFIX = ".sha256"  # model.safetensors.sha256 beside it: "<hex>  model.safetensors" (sha256sum -c reads it)
 ENCODER_SUBFOLDER = "encoder"
+ENCODER_PREFIX = "encoder."  # state-dict keys of the frozen encoder: never saved with the back
 
 
 class DKVBPreTrainedModel(PreTrainedModel):
@@ -86,8 +88,15 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         )
         for t, head in enumerate([self.bottleneck, *self.task_heads]):
             self._attach_rule(head, t)
-        self._tokenizer = tokenizer
+        self._tokenizer = None
         self.post_init()
+        # The frozen encoder is never saved with the back (save_pretrained drops it, and Trainer
+        # checkpoints go through save_pretrained); naming its keys here tells the Trainer that a
+        # checkpoint lacking exactly these keys is complete, so resuming or loading the best
+        # checkpoint does not warn about "missing keys". Matched exactly, not as patterns.
+        self._keys_to_ignore_on_save = {f"{ENCODER_PREFIX}{k}" for k in self.encoder.state_dict()}
+        if tokenizer is not None:
+            self._set_tokenizer(tokenizer)
 
     def _attach_rule(self, head, task_id: int) -> None:
         cfg = self.config
@@ -97,10 +106,21 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
     # ------------------------------------------------------------------ parts
     @property
     def tokenizer(self):
-        """The encoder's tokenizer (loaded on first use)."""
+        """The encoder's tokenizer (loaded on first use).
+
+        Its pad/bos/eos token ids fill those the config leaves unset, as the `Trainer` would
+        (which then has nothing to align, and says nothing).
+        """
         if self._tokenizer is None:
-            self._tokenizer = load_tokenizer(self.config.encoder_name_or_path)
+            self._set_tokenizer(load_tokenizer(self.config.encoder_name_or_path))
         return self._tokenizer
+
+    def _set_tokenizer(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            token_id = getattr(tokenizer, name, None)
+            if token_id is not None and getattr(self.config, name, None) is None:
+                setattr(self.config, name, token_id)
 
     @property
     def num_heads(self) -> int:
@@ -351,23 +371,61 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, save_directory: str | os.PathLike, *, save_encoder: bool = False,
-                        state_dict: dict | None = None, is_main_process: bool = True, **kwargs) -> None:
+                        state_dict: dict | None = None, is_main_process: bool = True, push_to_hub: bool = False,
+                        max_shard_size: int | str | None = None, safe_serialization: bool | None = True,
+                        variant: str | None = None, token: str | bool | None = None, **kwargs) -> None:
         """Write config.json, the tokenizer and a small model.safetensors (keys, values, decoder).
 
-        The encoder is referred to by `config.encoder_name_or_path`; `save_encoder=True` also
-        writes it (and its tokenizer) to `<save_directory>/encoder` for a self-contained folder.
-        Other keyword arguments of `PreTrainedModel.save_pretrained` are accepted and ignored.
+        The frozen encoder is not written (its keys are `_keys_to_ignore_on_save`, so `Trainer`
+        checkpoints, which come through here, stay small): it is referred to by
+        `config.encoder_name_or_path`. `save_encoder=True` also writes it (and its tokenizer) to
+        `<save_directory>/encoder` for a self-contained folder.
+
+        `push_to_hub=True` then uploads the folder's new files, as transformers does: `repo_id`
+        (default: the folder's name), `token`, `private`, `commit_message`, `commit_description`,
+        `create_pr` and `revision` (the branch) go to the hub. The folder is written first, so a
+        failed upload (offline, no token) raises and leaves the local copy complete.
+
+        The other arguments of `PreTrainedModel.save_pretrained`: `max_shard_size` is a limit
+        (the back is one file, refused rather than sharded when larger); `safe_serialization`
+        must stay True and `variant` None (one model.safetensors); `save_peft_format` and
+        `save_original_format` have nothing to convert. Any other keyword is a TypeError, and
+        the hub's keywords without `push_to_hub=True` too: none is silently dropped.
         """
         from safetensors.torch import save_file
 
+        push = {k: kwargs.pop(k) for k in _PUSH_KEYS if k in kwargs}
+        if token is not None:
+            push["token"] = token
+        for flag in ("save_peft_format", "save_original_format"):  # no adapters, no renamed weights
+            kwargs.pop(flag, None)
+        if kwargs.pop("distributed_checkpoint", False):
+            raise ValueError("distributed_checkpoint=True is not supported: a DKVB model is saved whole, "
+                             "from one process")
+        if kwargs:
+            raise TypeError(f"save_pretrained got keyword arguments it cannot honour: {', '.join(sorted(kwargs))}; "
+                            f"accepted: save_encoder, state_dict, is_main_process, push_to_hub (with "
+                            f"{', '.join(('token',) + _PUSH_KEYS)}), max_shard_size, safe_serialization=True, "
+                            "variant=None, save_peft_format, save_original_format")
+        if push and not push_to_hub:
+            raise TypeError(f"{', '.join(sorted(push))} only apply when uploading: add push_to_hub=True, "
+                            "or leave them out")
+        if safe_serialization is False:
+            raise ValueError("safe_serialization=False is not supported: DKVB models are saved as safetensors only")
+        if variant is not None:
+            raise ValueError(f"variant={variant!r} is not supported: a DKVB folder holds one {WEIGHTS_NAME}; "
+                             "save variants to separate folders")
         if not is_main_process:
             return
         folder = Path(save_directory)
         if folder.is_file():
             raise ValueError(f"save_directory {folder} is a file; give a folder")
-        folder.mkdir(parents=True, exist_ok=True)
         state = self.state_dict() if state_dict is None else state_dict
-        state = {k: v.detach().contiguous().cpu() for k, v in state.items() if not k.startswith("encoder.")}
+        state = {k: v.detach().contiguous().cpu() for k, v in state.items() if not self._is_frozen_front(k)}
+        if max_shard_size is not None:
+            _check_one_shard(state, max_shard_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        timestamps = self._get_files_timestamps(folder) if push_to_hub else None
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".model.", suffix=".tmp", delete=False) as tmp:
             pass
         try:  # written to a temporary name, then renamed: a crash never leaves half a file
@@ -384,37 +442,137 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         if save_encoder:
             self.encoder.save_pretrained(folder / ENCODER_SUBFOLDER)
             self.tokenizer.save_pretrained(folder / ENCODER_SUBFOLDER)
+        if push_to_hub:
+            repo_id = _hub_api().create_repo(push.pop("repo_id", folder.resolve().name), exist_ok=True,
+                                             private=push.pop("private", None), token=push.get("token")).repo_id
+            self._upload_modified_files(folder, repo_id, timestamps, **push)
+
+    def _is_frozen_front(self, key: str) -> bool:
+        """A state-dict key of the frozen encoder (never saved with the back)."""
+        return key in self._keys_to_ignore_on_save or key.startswith(ENCODER_PREFIX)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *model_args,
-                        config: DKVBConfig | None = None, encoder: nn.Module | None = None,
-                        local_files_only: bool | None = None, **kwargs) -> "DKVBForSequenceClassification":
+                        config: DKVBConfig | str | os.PathLike | None = None, encoder: nn.Module | None = None,
+                        local_files_only: bool | None = None, revision: str | None = None,
+                        cache_dir: str | os.PathLike | None = None, token: str | bool | None = None,
+                        force_download: bool = False, subfolder: str = "", dtype=None, torch_dtype=None,
+                        device_map=None, trust_remote_code: bool | None = None, attn_implementation: str | None = None,
+                        output_loading_info: bool = False, use_safetensors: bool | None = None,
+                        weights_only: bool = True, adapter_kwargs: dict | None = None,
+                        **kwargs) -> "DKVBForSequenceClassification":
         """Load a folder (or hub repository) written by `save_pretrained`; in eval mode.
 
         The encoder comes from `encoder=`, else the bundled `encoder/` subfolder, else
         `config.encoder_name_or_path`. Loading reads safetensors only (no pickle).
+
+        The keyword arguments of `PreTrainedModel.from_pretrained`, and what they do here:
+
+        - `revision`: the branch, tag or commit of the DKVB hub repository. A local folder has no
+          revisions, so a revision with a local folder is refused (ValueError) rather than loading
+          whatever the folder holds; offline, a revision missing from the cache is refused
+          (OSError), never replaced by another. The encoder is a repository of its own and loads
+          at its default revision.
+        - `cache_dir`, `token`, `force_download`, `local_files_only`: used by every hub download
+          of the call (the DKVB repository, the encoder, its tokenizer).
+        - `subfolder`: the model's folder inside the folder or repository.
+        - `dtype` (or its old name `torch_dtype`): the dtype of the frozen encoder, which only
+          computes token states: torch.float32, torch.bfloat16, torch.float16, torch.float64 or
+          their names, recorded as `config.dtype`; None or 'auto' take `config.dtype` (so a
+          model loaded with a dtype and saved reloads with it), else the encoder's own. The
+          trainable back keeps its saved dtypes whatever is asked: keys, value tables and decoder
+          in float32, the statistics of the order-free value rules in float64. The states are
+          cast to float32 before the bottleneck; values and statistics add up many small
+          updates, which half precision would round away. (`config.autocast` still governs the
+          encoder's autocast.)
+        - `device_map`: one device for the whole model: 'cpu', 'cuda', 'cuda:1', an accelerator
+          index, a `torch.device`, {'': device}, or 'auto' (the current accelerator if any, else
+          the CPU). Splitting the model ('balanced', 'sequential', a dict over modules) is
+          refused: the back reads the encoder's output on one device.
+        - `trust_remote_code`, `attn_implementation`: passed to the encoder's loading.
+        - `config`: a `DKVBConfig` (or a folder holding one) instead of the saved config. Other
+          keywords naming config attributes (e.g. `id2label`) override the saved config, as in
+          transformers.
+        - `output_loading_info=True` returns (model, info) as transformers does; its lists are
+          empty, since a mismatch is an error here.
+        - `use_safetensors=False` is refused (safetensors only); `weights_only` is accepted
+          (nothing is unpickled either way); `adapter_kwargs` must be empty (no adapters).
+
+        Any other keyword is a TypeError naming it: none is silently dropped. (Names starting
+        with '_' are transformers' own bookkeeping, such as `_from_auto`, and are accepted.)
         """
-        folder = _local_folder(pretrained_model_name_or_path, local_files_only)
-        if not isinstance(config, DKVBConfig):
-            config = DKVBConfig.from_pretrained(folder)
-        if encoder is None and (folder / ENCODER_SUBFOLDER / "config.json").is_file():
-            encoder = load_encoder(folder / ENCODER_SUBFOLDER)
-        if encoder is None:
-            encoder = load_encoder(config.encoder_name_or_path, local_files_only=local_files_only)
-        tokenizer = load_tokenizer(folder) if (folder / "tokenizer_config.json").is_file() else None
-        model = cls(config, encoder=encoder, tokenizer=tokenizer)
+        where = f"{cls.__name__}.from_pretrained"
+        if model_args:
+            raise TypeError(f"{where} takes no positional arguments after the path, got {len(model_args)}; "
+                            "give config= and encoder= by name")
+        kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # _from_auto, _from_pipeline, ...
+        refused = sorted(k for k in kwargs if k in _REFUSED_HINTS)
+        if refused:
+            raise TypeError(f"{where} cannot honour {refused[0]}=: {_REFUSED_HINTS[refused[0]]}")
+        encoder_dtype = _encoder_dtype(dtype, torch_dtype)
+        device = _one_device(device_map)
+        if revision is not None and not isinstance(revision, str):
+            raise TypeError(f"revision must be a branch, tag or commit name (str), got {revision!r}")
+        if use_safetensors is False:
+            raise ValueError("use_safetensors=False is not supported: DKVB models load from model.safetensors only")
+        if adapter_kwargs:
+            raise ValueError(f"adapter_kwargs={adapter_kwargs!r} cannot be honoured: DKVB models have no adapters")
+        if encoder is not None and (encoder_dtype != "auto" or attn_implementation is not None):
+            given = (f"dtype={encoder_dtype!r}" if encoder_dtype != "auto"
+                     else f"attn_implementation={attn_implementation!r}")
+            raise ValueError(f"{given} cannot be honoured with encoder=: it applies to the encoder that "
+                             "from_pretrained loads, and encoder= gives one already loaded; load that encoder "
+                             "as you want it, or leave encoder= out")
+        hub = {"token": token} if token is not None else {}  # token=False too: "send none"
+        hub.update({name: value for name, value in (("cache_dir", cache_dir), ("force_download", force_download))
+                    if value})
+        folder = _model_folder(pretrained_model_name_or_path, local_files_only, revision, hub)
+        if subfolder:
+            folder = folder / subfolder
+            if not folder.is_dir():
+                raise OSError(f"subfolder={subfolder!r} not found in {pretrained_model_name_or_path!s}")
+        if config is None or isinstance(config, (str, os.PathLike)):
+            config, kwargs = DKVBConfig.from_pretrained(folder if config is None else config,
+                                                        return_unused_kwargs=True, **kwargs)
+        elif not isinstance(config, DKVBConfig):
+            raise TypeError(f"config must be a DKVBConfig or a folder holding one, got {type(config).__name__}")
+        if kwargs:
+            raise TypeError(f"{where} cannot honour {', '.join(sorted(kwargs))}: not arguments it knows nor "
+                            f"DKVBConfig attributes; accepted: {', '.join(_FROM_PRETRAINED_KEYS)}, and "
+                            "DKVBConfig attributes to override")
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} not found; is {folder} a folder written by save_pretrained?")
+        if encoder is None and encoder_dtype == "auto" and getattr(config, "dtype", None) is not None:
+            encoder_dtype = _encoder_dtype(config.dtype, None)  # the dtype the model was loaded with when saved
+        elif encoder_dtype != "auto":
+            config.dtype = encoder_dtype  # recorded, so that a save and a reload keep it
+        load = {"dtype": encoder_dtype, "trust_remote_code": bool(trust_remote_code)}
+        if attn_implementation is not None:
+            load["attn_implementation"] = attn_implementation
+        if encoder is None and (folder / ENCODER_SUBFOLDER / "config.json").is_file():
+            encoder = _load_frozen_encoder(folder / ENCODER_SUBFOLDER, local_files_only, {}, load)
+        if encoder is None:
+            encoder = _load_frozen_encoder(config.encoder_name_or_path, local_files_only, hub, load)
+        if (folder / "tokenizer_config.json").is_file():
+            tokenizer = load_tokenizer(folder)
+        elif hub:  # the tokenizer comes from the same place as the encoder, with the same hub settings
+            tokenizer = _load_front_tokenizer(config.encoder_name_or_path, local_files_only, hub,
+                                              bool(trust_remote_code))
+        else:
+            tokenizer = None  # loaded on first use
+        model = cls(config, encoder=encoder, tokenizer=tokenizer)
         state = _load_checked(weights)
         missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("encoder.")]
+        missing = [k for k in missing if not model._is_frozen_front(k)]
         if missing or unexpected:
             raise ValueError(f"{weights} does not match the config: missing {missing[:5]}, unexpected {unexpected[:5]}")
-        ignored = sorted(k for k in kwargs if not k.startswith("_"))
-        if ignored:
-            logger.info("DKVBForSequenceClassification.from_pretrained ignores %s", ignored)
-        return model.eval()
+        if device is not None:
+            model.to(device)
+        model.eval()
+        if output_loading_info:
+            return model, {"missing_keys": set(), "unexpected_keys": set(), "mismatched_keys": set(), "error_msgs": []}
+        return model
 
 
 def _load_checked(weights: Path) -> dict[str, torch.Tensor]:
@@ -448,15 +606,166 @@ def regroup_rows(rows: Iterable[torch.Tensor], size: int) -> Iterator[torch.Tens
         yield torch.cat(buffer)
 
 
-def _local_folder(name_or_path: str | os.PathLike, local_files_only: bool | None) -> Path:
-    """A local folder holding a saved DKVB model: the path itself, or a hub download."""
+_PUSH_KEYS = ("repo_id", "private", "commit_message", "commit_description", "create_pr", "revision")
+
+_FROM_PRETRAINED_KEYS = (
+    "config", "encoder", "revision", "cache_dir", "token", "force_download", "local_files_only", "subfolder",
+    "dtype", "torch_dtype", "device_map", "trust_remote_code", "attn_implementation", "output_loading_info",
+    "use_safetensors", "weights_only", "adapter_kwargs",
+)
+
+# Arguments of PreTrainedModel.from_pretrained that a DKVB model cannot honour, and what to do instead.
+_REFUSED_HINTS = {
+    "use_auth_token": "it was renamed; give token=",
+    "proxies": "the hub client takes its proxy from the HTTP_PROXY / HTTPS_PROXY environment variables",
+    "quantization_config": "the frozen encoder is loaded by from_pretrained; quantize it yourself and pass encoder=",
+    "variant": "a DKVB folder holds one model.safetensors, no variants",
+    "gguf_file": "DKVB models load from model.safetensors only",
+    "state_dict": "load the folder, then call load_state_dict",
+    "max_memory": "the model is placed on one device (device_map=<device>), so there is nothing to budget",
+    "offload_folder": "the model is placed on one device (device_map=<device>), nothing is offloaded",
+    "offload_buffers": "the model is placed on one device (device_map=<device>), nothing is offloaded",
+    "tp_plan": "DKVB models are not split over devices",
+    "tp_size": "DKVB models are not split over devices",
+    "distributed_config": "DKVB models are not split over devices",
+    "device_mesh": "DKVB models are not split over devices",
+}
+
+_FLOAT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16,
+                 "float64": torch.float64}
+
+
+def _encoder_dtype(dtype, torch_dtype):
+    """'auto' or a floating torch dtype for the frozen encoder, from dtype= / torch_dtype=."""
+    if dtype is not None and torch_dtype is not None and dtype != torch_dtype:
+        raise ValueError(f"dtype={dtype!r} and torch_dtype={torch_dtype!r} disagree; torch_dtype is the old name "
+                         "of dtype: give one")
+    value = dtype if dtype is not None else torch_dtype
+    if value is None or value == "auto":
+        return "auto"
+    if isinstance(value, str) and value in _FLOAT_DTYPES:
+        return _FLOAT_DTYPES[value]
+    if isinstance(value, torch.dtype) and value in _FLOAT_DTYPES.values():
+        return value
+    hint = (" (one dtype per sub-model: a DKVB model has one encoder, and its back keeps its own dtypes)"
+            if isinstance(value, dict) else "")
+    raise ValueError(f"dtype={value!r} cannot be honoured{hint}; accepted: None or 'auto' (as saved), "
+                     f"{', '.join(f'torch.{n}' for n in _FLOAT_DTYPES)} or their names. dtype sets the frozen "
+                     "encoder's dtype; the trainable back stays float32/float64")
+
+
+def _one_device(device_map) -> torch.device | None:
+    """The single device a `device_map` names (None: leave the model on the CPU, where it is built)."""
+    if device_map is None:
+        return None
+    accepted = ("accepted: one device for the whole model ('cpu', 'cuda', 'cuda:1', an accelerator index, a "
+                "torch.device, {'': device}) or 'auto' (the current accelerator, else the CPU)")
+    value = device_map
+    if isinstance(value, dict):
+        if set(value) != {""}:
+            raise ValueError(f"device_map={device_map!r} cannot be honoured: a DKVB model is not split over "
+                             f"devices (its back reads the encoder's output on one device); {accepted}")
+        value = value[""]
+    if value == "auto":
+        accelerator = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        return accelerator if accelerator is not None else torch.device("cpu")
+    if isinstance(value, str) and value in ("balanced", "balanced_low_0", "sequential"):
+        raise ValueError(f"device_map={device_map!r} cannot be honoured: it spreads a model over several devices, "
+                         "and a DKVB model is not split (its back reads the encoder's output on one device); "
+                         f"{accepted}")
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        if isinstance(value, int):
+            if value < 0:
+                raise ValueError
+            kind = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+            return torch.device(kind.type if kind is not None else "cuda", value)
+        device = torch.device(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"device_map={device_map!r} is not a device; {accepted}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device_map={device_map!r}: this machine has no CUDA device; use device_map='cpu'")
+    return device
+
+
+def _check_one_shard(state: dict[str, torch.Tensor], max_shard_size) -> None:
+    """max_shard_size as a limit: the back is one file, refused rather than sharded when larger."""
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        limit = convert_file_size_to_int(max_shard_size)
+    except (ValueError, TypeError, AttributeError):
+        raise ValueError(f"max_shard_size={max_shard_size!r} is not a size; give bytes (int) or e.g. '5GB'") from None
+    size = sum(v.numel() * v.element_size() for v in state.values())
+    if size > limit:
+        raise ValueError(f"max_shard_size={max_shard_size!r}: this model's back is {size} bytes, and a DKVB model "
+                         f"is saved as one {WEIGHTS_NAME}, not sharded; give a limit of at least {size} bytes")
+
+
+def _hub_api():
+    """The hub client transformers uses (tagged with its name), or a plain one on transformers 4."""
+    try:
+        from transformers.utils.hub import hf_api
+    except ImportError:  # pragma: no cover - transformers 4.x
+        from huggingface_hub import HfApi
+
+        return HfApi()
+    return hf_api()
+
+
+def _model_folder(name_or_path: str | os.PathLike, local_files_only: bool | None, revision: str | None,
+                  hub: dict) -> Path:
+    """A local folder holding a saved DKVB model: the path itself, or a hub download at `revision`."""
     folder = Path(name_or_path).expanduser()
     if folder.is_dir():
+        if revision is not None:
+            raise ValueError(f"revision={revision!r} cannot be honoured: {str(name_or_path)!r} is a local folder, "
+                             "which has no revisions, so this would load whatever the folder holds; leave "
+                             "revision out to load the folder, or give the hub id to load that revision")
         return folder
+    at = "" if revision is None else f" at revision {revision!r}"
     try:
         from huggingface_hub import snapshot_download
 
-        return Path(snapshot_download(str(name_or_path), local_files_only=bool(local_files_only)))
+        return Path(snapshot_download(str(name_or_path), revision=revision, local_files_only=bool(local_files_only),
+                                      **hub))
     except Exception as err:
-        raise OSError(f"cannot find a DKVB model at {str(name_or_path)!r}: not a local folder, and the hub "
+        raise OSError(f"cannot find a DKVB model at {str(name_or_path)!r}{at}: not a local folder, and the hub "
                       f"gave {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+
+
+def _front_source(name: str | os.PathLike, local_files_only: bool | None, hub: dict) -> str:
+    """Where the encoder (and its tokenizer) load from: `resolve_encoder`'s answer, or, when that
+    fails and `cache_dir`/`token` are given, the hub id itself (it may be in that cache or behind
+    that token, which `resolve_encoder` does not look at)."""
+    try:
+        return resolve_encoder(name, local_files_only=local_files_only)
+    except EncoderNotFoundError:
+        if not hub:
+            raise
+        return ALIASES.get(str(name), str(name))
+
+
+def _load_frozen_encoder(name: str | os.PathLike, local_files_only: bool | None, hub: dict,
+                         load: dict) -> nn.Module:
+    """The frozen encoder, loaded with the call's hub settings (`hub`) and dtype/attention (`load`)."""
+    from transformers import AutoModel
+
+    source = _front_source(name, local_files_only, hub)
+    try:
+        model = AutoModel.from_pretrained(source, local_files_only=bool(local_files_only), **hub, **load)
+    except OSError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise EncoderNotFoundError(f"cannot load encoder {str(name)!r} from {source!r} "
+                                   f"(with {', '.join(sorted(hub)) or 'no hub settings'}): {first}") from err
+    return freeze(model)
+
+
+def _load_front_tokenizer(name: str | os.PathLike, local_files_only: bool | None, hub: dict,
+                          trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    source = _front_source(name, local_files_only, hub)
+    return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code,
+                                         local_files_only=bool(local_files_only), **hub)
