@@ -40,7 +40,7 @@ from dkvb_nlp.engine.bounds import bounded, check_bounds
 from dkvb_nlp.metrics import accuracy
 from dkvb_nlp.io import atomic_write_bytes
 from dkvb_nlp.registry import Registry
-from dkvb_nlp.report import make_run
+from dkvb_nlp.results import make_run
 
 from .heads import FeatureHead
 from .splits import class_splits, iid_chunks, parse_split_spec, split_name

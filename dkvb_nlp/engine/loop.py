@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..faults import crash_point
-from ..report import make_run
+from ..results import make_run
 from .checkpoint import Checkpoint, CheckpointError
 from .context import RunContext
 from ..metrics import accuracy, macro_f1

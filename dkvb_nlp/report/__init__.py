@@ -1,6 +1,7 @@
 """Reports of a continual-learning job: results.json, summary tables, accuracy CSVs and plots.
 
-One idea per module: `results` (schema, read/write, versions), `aggregate` (grouping runs by
+One idea per module (the results.json schema itself, read/write and versions, is the neutral
+`dkvb_nlp.results`, which the engine writes records with): `aggregate` (grouping runs by
 method, mean/std over seeds), `tables`, `matrix_csv`, `plots`, `naming` (output file names),
 `writer` (write_report). Atomic writes live in `dkvb_nlp.io`.
 """
@@ -8,7 +9,7 @@ method, mean/std over seeds), `tables`, `matrix_csv`, `plots`, `naming` (output 
 from .aggregate import MethodSummary, aggregate, group_runs
 from .matrix_csv import accuracy_csv_texts, write_accuracy_csvs
 from .plots import plot_pngs, write_plots
-from .results import (
+from ..results import (
     RUN_FIELDS,
     make_results,
     make_run,

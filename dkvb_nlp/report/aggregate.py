@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ..metrics import SUMMARY_FIELDS
-from .results import validate_results
+from ..results import validate_results
 
 __all__ = ["MethodSummary", "aggregate", "group_runs", "mean_std", "task_names"]
 

@@ -16,7 +16,7 @@ from ..io import atomic_write_bytes, atomic_write_text
 from .matrix_csv import accuracy_csv_texts
 from .naming import RESULTS_JSON, SUMMARY_MD, SUMMARY_TXT
 from .plots import plot_pngs
-from .results import validate_results, write_results
+from ..results import validate_results, write_results
 from .tables import format_table
 
 __all__ = ["write_report"]

@@ -28,8 +28,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..metrics import SUMMARY_FIELDS, check_accuracy_matrix, summarize
-from ..io import atomic_write_json
+from .metrics import SUMMARY_FIELDS, check_accuracy_matrix, summarize
+from .io import atomic_write_json
 
 __all__ = [
     "RUN_FIELDS",
