@@ -97,8 +97,13 @@ def test_a_wheel_installed_without_the_checkout_runs_the_main_job(tmp_path, tiny
     The fresh environment reuses this one's dependencies through a .pth line (installing torch
     again would take minutes), but not its editable dkvb_nlp: a line-added folder's .pth files
     are not run, so only the wheel provides dkvb_nlp."""
-    dist, venv = tmp_path / "dist", tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
+    import shutil
+
+    dist, venv, source = tmp_path / "dist", tmp_path / "venv", tmp_path / "source"
+    # Built from a copy: setuptools writes build/ and *.egg-info into the folder it builds.
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "dist", "runs", "*.egg-info",
+                                                                "__pycache__", ".pytest_cache", ".hypothesis"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
                     "-w", str(dist)], check=True, capture_output=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -119,3 +124,9 @@ def test_a_wheel_installed_without_the_checkout_runs_the_main_job(tmp_path, tiny
                           capture_output=True, text=True, cwd=tmp_path, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "out" / "results.json").is_file()
+    answer = subprocess.run([str(py), "-c", "import dkvb_nlp; from transformers import pipeline; "
+                             f"print(pipeline('text-classification', model={str(tmp_path / 'out' / 'models' / 'dkvb_seed0')!r})"
+                             "('alpha test sentence number 1')[0]['label'])"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    assert answer.stdout.split()[-1] in ("alpha", "bravo", "charlie", "delta")
