@@ -1,4 +1,5 @@
-"""The README's Python examples run as written."""
+"""The README's Python examples (```python blocks) run as written. A ```py block needs a run's
+output folder first; the test named beside it runs its equivalent."""
 
 import re
 from pathlib import Path
