@@ -630,7 +630,7 @@ def memory_run(folder: str, codebooks: int, keys: int, batch_rows: int = 8192) -
 
     from dkvb_nlp import KeyValueBottleneck
     from dkvb_nlp.bottleneck.search import faiss_available
-    from dkvb_nlp.strategies.dkvb import _Reiterable, key_init_blocks, quantize_cached
+    from dkvb_nlp.bottleneck.index_store import Reiterable, key_init_blocks, quantize_cached
 
     if faiss_available():
         import faiss  # noqa: F401 - loaded before the baseline is taken, as torch is
@@ -640,7 +640,7 @@ def memory_run(folder: str, codebooks: int, keys: int, batch_rows: int = 8192) -
     with AnonPeak() as mem:
         model = KeyValueBottleneck(MEMORY_DIM, codebooks, keys, num_classes=10, seed=0)
         t0 = time.perf_counter()
-        model.init_keys(_Reiterable(lambda: key_init_blocks([feats], model.pooling, batch_rows, seed=17)),
+        model.init_keys(Reiterable(lambda: key_init_blocks([feats], model.pooling, batch_rows, seed=17)),
                         epochs=1, decay=0.95)
         t1 = time.perf_counter()
         mem.sample()

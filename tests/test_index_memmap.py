@@ -9,7 +9,7 @@ from datasets import Dataset, DatasetDict
 
 from dkvb_nlp.bottleneck import KeyValueBottleneck, ValueSGD
 from dkvb_nlp.engine.feature_cache import CachedFeatures
-from dkvb_nlp.strategies.dkvb import IndexRows, index_array, index_dtype, key_init_blocks, quantize_cached
+from dkvb_nlp.bottleneck.index_store import IndexRows, index_array, index_dtype, key_init_blocks, quantize_cached
 
 DIM = 12
 

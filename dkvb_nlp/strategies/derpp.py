@@ -17,7 +17,6 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.bounds import bounded
-from .base import STRATEGIES
 from .er import EROptions, ERStrategy
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import STRATEGIES
-from .dkvb import DKVBStrategy, IndexRows
+from ..bottleneck.index_store import IndexRows
+from .dkvb import DKVBStrategy
 
 
 class DKVBJointStrategy(DKVBStrategy):

@@ -18,7 +18,6 @@ from typing import ClassVar
 import torch
 
 from ..engine.bounds import bounded
-from .base import STRATEGIES
 from .feature_head import SALT_EXTRA, FeatureHeadStrategy, HeadOptions
 
 SALT_RESERVOIR = SALT_EXTRA + 10

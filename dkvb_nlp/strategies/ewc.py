@@ -17,7 +17,6 @@ from typing import ClassVar
 
 import torch
 
-from .base import STRATEGIES
 from ..engine.bounds import bounded
 from .feature_head import FeatureHeadStrategy, HeadOptions
 

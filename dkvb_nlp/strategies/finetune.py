@@ -18,7 +18,7 @@ from torch import nn
 from ..encoders.load import autocast_dtype
 from ..engine.bounds import bounded
 from ..engine.context import SplitData
-from .base import STRATEGIES, Strategy
+from .base import Strategy
 
 
 @dataclasses.dataclass

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from ..engine.context import SplitData
-from .base import STRATEGIES
 from .finetune import FinetuneOptions, FinetuneStrategy
 
 SCHEDULES = ("final", "cumulative")

@@ -13,7 +13,6 @@ from typing import ClassVar
 
 import torch
 
-from .base import STRATEGIES
 from .feature_head import SALT_INIT, FeatureHeadStrategy, HeadOptions
 
 

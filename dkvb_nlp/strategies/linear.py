@@ -7,7 +7,6 @@ class-incremental streams the newest classes take over the head.
 
 from __future__ import annotations
 
-from .base import STRATEGIES
 from .feature_head import FeatureHeadStrategy, HeadOptions
 
 

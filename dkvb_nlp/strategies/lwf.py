@@ -18,7 +18,6 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from .base import STRATEGIES
 from ..engine.bounds import bounded
 from .feature_head import FeatureHeadStrategy, HeadOptions
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar
 
-from .base import STRATEGIES
 from .feature_head import FeatureHeadStrategy, HeadOptions
 
 

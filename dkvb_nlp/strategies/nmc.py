@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ..engine.context import SplitData
-from .base import STRATEGIES, Strategy
+from .base import Strategy
 from .feature_head import pooled_features
 
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..engine.bounds import bounded
 from ..engine.context import SplitData
-from .base import STRATEGIES, Strategy
+from .base import Strategy
 from .feature_head import pooled_features
 
 RIDGE_GRID = tuple(10.0 ** k for k in range(-8, 14))  # RanPAC's candidates
