@@ -38,6 +38,13 @@ def _umask() -> int:
     return mask
 
 
+def replacing_mode(path) -> int:
+    """The mode a file written under a temporary name should get before it replaces `path`:
+    temporary files are 0600; keep the old file's mode, or what a plain open() would give."""
+    path = Path(path)
+    return path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
+
+
 def _fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
@@ -65,9 +72,7 @@ def atomic_write(path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        # mkstemp makes 0600 files; keep the old file's mode, or what a plain open() would give.
-        mode = path.stat().st_mode & 0o7777 if path.exists() else 0o666 & ~_umask()
-        os.chmod(tmp, mode)
+        os.chmod(tmp, replacing_mode(path))
         crash_point("atomic.before_replace")
         os.replace(tmp, path)
     except BaseException:

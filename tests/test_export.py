@@ -55,3 +55,16 @@ def test_a_bad_export_value_is_refused(tmp_path, tiny_encoder_dir, capsys):
     args = base_args(tiny_encoder_dir("bert"), data, tmp_path / "out", tmp_path / "cache", "--set", "export=all")
     assert run_module().main(args) == 2
     assert "export='all'; accepted: none, final, every_task" in capsys.readouterr().err
+
+
+def test_saved_weights_are_readable_like_any_saved_file(tmp_path, tiny_encoder_dir):
+    import os
+
+    from dkvb_nlp import DKVBConfig, DKVBForSequenceClassification
+
+    model = DKVBForSequenceClassification(DKVBConfig(encoder_name_or_path=str(tiny_encoder_dir("bert")),
+                                                     num_codebooks=4, num_keys=8, ridge_features=16))
+    model.save_pretrained(tmp_path / "m")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "m" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask

@@ -29,7 +29,7 @@ from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_tex
                         iter_encoded, load_encoder, load_tokenizer, resolve_encoder)
 from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
-from ..io import atomic_write_text
+from ..io import atomic_write_text, replacing_mode
 from .configuration_dkvb import DKVBConfig
 
 logger = logging.getLogger(__name__)
@@ -431,6 +431,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         try:  # written to a temporary name, then renamed: a crash never leaves half a file
             save_file(state, tmp.name, metadata={"format": "pt"})
             digest = file_sha256(tmp.name)
+            os.chmod(tmp.name, replacing_mode(folder / WEIGHTS_NAME))  # readable as any saved file, not 0600
             os.replace(tmp.name, folder / WEIGHTS_NAME)
         finally:
             if os.path.exists(tmp.name):

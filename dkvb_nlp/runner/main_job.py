@@ -118,8 +118,11 @@ def _run(cfg, overwrite: bool, process) -> int:
                                        resume=cfg.resume, log=say, after_task=every_task)
             if process.is_main_process:
                 if exporting:
+                    t_export = time.perf_counter()
                     strategy.export(model_dir, run_record)
-                    say(f"[{method} seed {seed}] model saved to {model_dir} (loads with pipeline('text-classification'))")
+                    timings[f"export_seconds_{method}_seed{seed}"] = time.perf_counter() - t_export
+                    say(f"[{method} seed {seed}] model saved to {model_dir} in "
+                        f"{timings[f'export_seconds_{method}_seed{seed}']:.1f}s (loads with pipeline('text-classification'))")
                 done_dir.mkdir(parents=True, exist_ok=True)
                 atomic_write_json(done, run_record)
                 crash_point("run.method_done")
