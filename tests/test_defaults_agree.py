@@ -46,3 +46,14 @@ def test_vision_shares_the_value_rules_defaults():
     assert {"smoothing", "counts_weight", "ridge", "ridge_features", "num_keys"} <= shared
     differ = {name: (vision[name], config[name]) for name in shared if vision[name] != config[name]}
     assert differ == {}, f"vision DKVBOptions vs DKVBConfig defaults differ: {differ}"
+
+
+def test_the_bottleneck_is_built_from_the_config_by_every_user():
+    from dkvb_nlp.bottleneck import KeyValueBottleneck
+
+    config = DKVBConfig(num_codebooks=4, num_keys=32, ridge_features=16, id2label={0: "a", 1: "b"})
+    built = KeyValueBottleneck.from_config(config, 24)
+    assert built.num_codebooks == 4 and built.num_keys == 32 and built.num_classes == 2
+    direct = KeyValueBottleneck(24, 4, 32, num_classes=2)
+    assert built.config == direct.config
+    assert KeyValueBottleneck.from_config(config, 24, 5, search="torch").config["search"] == "torch"

@@ -113,6 +113,23 @@ class KeyValueBottleneck(nn.Module):
         # An order-free value rule's statistics (value_rules.attach_values_rule), or None (SGD).
         self.values_rule = None
 
+    @classmethod
+    def from_config(cls, config, dim: int, num_classes: int | None = None, **overrides) -> "KeyValueBottleneck":
+        """The bottleneck a `DKVBConfig` describes, over token states of size `dim`.
+
+        The one construction path of a DKVB: the Hugging Face model, the benchmark's `dkvb`
+        strategy and `export` all build their bottleneck here, from the same config. The config
+        is read by attribute (num_codebooks, num_keys, value_dim, split, key_dim, pooling,
+        decoder_type, decoder_hidden, value_init, value_init_std, seed, and head_sizes[0] when
+        num_classes is not given); `overrides` replace keyword arguments (e.g. search=...).
+        """
+        if num_classes is None:
+            num_classes = config.head_sizes[0]
+        kwargs = dict(value_dim=config.value_dim, split=config.split, key_dim=config.key_dim, pooling=config.pooling,
+                      decoder=config.decoder_type, decoder_hidden=config.decoder_hidden,
+                      value_init=config.value_init, value_init_std=config.value_init_std, seed=config.seed)
+        return cls(dim, config.num_codebooks, config.num_keys, num_classes=num_classes, **{**kwargs, **overrides})
+
     # ------------------------------------------------------------------ configuration
     @property
     def config(self) -> dict:

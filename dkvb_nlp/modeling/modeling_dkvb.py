@@ -76,12 +76,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
                 f"bottleneck was built for {config.encoder_hidden_size}; load the encoder it was trained with")
         config.encoder_hidden_size = dim
         sizes = config.head_sizes
-        self.bottleneck = KeyValueBottleneck(
-            dim, config.num_codebooks, config.num_keys, num_classes=sizes[0], value_dim=config.value_dim,
-            split=config.split, key_dim=config.key_dim, pooling=config.pooling, decoder=config.decoder_type,
-            decoder_hidden=config.decoder_hidden, value_init=config.value_init,
-            value_init_std=config.value_init_std, seed=config.seed,
-        )
+        self.bottleneck = KeyValueBottleneck.from_config(config, dim, sizes[0])
         # Task-incremental use: head 0 is the bottleneck's own table, heads 1.. share its keys.
         self.task_heads = nn.ModuleList(
             TaskHead(self.bottleneck, n, config.value_dim, seed=config.seed + t) for t, n in enumerate(sizes[1:], 1)

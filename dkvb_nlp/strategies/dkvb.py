@@ -31,6 +31,7 @@ from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from ..faults import crash_point
 from .base import Strategy
+from .dkvb_export import model_config
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +105,10 @@ class DKVBStrategy(Strategy):
         o, stream = self.opts, self.ctx.stream
         dim = self.ctx.cache.encoder.config.hidden_size
         first = self._classes_needed(0, 0) if stream.num_heads == 1 else stream.classes_per_head[0]
-        self.front = KeyValueBottleneck(
-            dim, o.num_codebooks, o.num_keys, num_classes=first, split=o.split, key_dim=o.key_dim,
-            pooling=o.pooling, decoder=o.decoder, value_init=o.value_init, seed=self.ctx.seed,
-            value_dim=None if o.decoder == "non_parametric" else 2 * max(stream.classes_per_head),
-        )
-        self.heads = [self.front] + [TaskHead(self.front, n, seed=self.ctx.seed + h)
+        # Built from the DKVBConfig it exports with (strategies/dkvb_export.py): one DKVB, one source.
+        config = model_config(o, self.ctx, first)
+        self.front = KeyValueBottleneck.from_config(config, dim, first)
+        self.heads = [self.front] + [TaskHead(self.front, n, config.value_dim, seed=config.seed + h)
                                      for h, n in enumerate(stream.classes_per_head[1:], 1)]
         for h, head in enumerate(self.heads):
             attach_values_rule(head, o.values, smoothing=o.smoothing, counts_weight=o.counts_weight,

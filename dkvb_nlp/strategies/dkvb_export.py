@@ -14,22 +14,21 @@ import json
 from pathlib import Path
 
 
-def model_config(strategy):
-    """The `DKVBConfig` of a DKVB strategy's model (its options, the run's encoder and labels)."""
+def model_config(opts, ctx, num_classes: int):
+    """The `DKVBConfig` of a DKVB strategy (its options, the run's encoder, the labels of its first
+    `num_classes` classes): the strategy builds its bottleneck from it, and exports with it."""
     from ..modeling import DKVBConfig
 
-    o, ctx = strategy.opts, strategy.ctx
-    stream = ctx.stream
-    labels = {}
+    o, stream = opts, ctx.stream
     if stream.num_heads == 1:
-        names = list(stream.heads[0][: strategy.heads[0].num_classes])
+        names = list(stream.heads[0][:num_classes])
         labels = {"id2label": dict(enumerate(names)), "label2id": {n: i for i, n in enumerate(names)}}
     else:
         labels = {"task_labels": [list(names) for names in stream.heads]}
     return DKVBConfig(
         encoder_name_or_path=str(ctx.encoder_name), max_seq_length=ctx.cache.max_length, autocast=ctx.cache.autocast,
         split=o.split, num_codebooks=o.num_codebooks, num_keys=o.num_keys, key_dim=o.key_dim,
-        value_dim=strategy.front.value_dim if o.decoder != "non_parametric" else None, pooling=o.pooling,
+        value_dim=None if o.decoder == "non_parametric" else 2 * max(stream.classes_per_head), pooling=o.pooling,
         decoder_type=o.decoder, value_init=o.value_init, key_init_epochs=o.key_init_epochs, ema_decay=o.ema_decay,
         dead_key_threshold=o.dead_key_threshold, key_init_batch_rows=o.key_init_batch_rows, values=o.values,
         smoothing=o.smoothing, counts_weight=o.counts_weight, ridge=o.ridge, ridge_features=o.ridge_features,
@@ -41,7 +40,8 @@ def to_model(strategy):
     from ..modeling import DKVBForSequenceClassification
 
     ctx = strategy.ctx
-    model = DKVBForSequenceClassification(model_config(strategy), encoder=ctx.cache.encoder,
+    config = model_config(strategy.opts, ctx, strategy.heads[0].num_classes)
+    model = DKVBForSequenceClassification(config, encoder=ctx.cache.encoder,
                                           tokenizer=ctx.cache.tokenizer)
     model.bottleneck.load_state_dict(strategy.front.state_dict())
     for mine, theirs in zip(model.task_heads, strategy.heads[1:]):
