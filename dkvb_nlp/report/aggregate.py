@@ -5,6 +5,21 @@ scenario), a group's label is the method name; otherwise it is "dataset/scenario
 runs on different benchmarks are never averaged together. Groups keep the order in which
 their first run appears. Spread over seeds is the sample standard deviation (ddof=1), and 0.0
 for a single seed.
+
+Seeds that order the tasks differently (each run records its `task_names`):
+
+- task_type_il (each task is one dataset, e.g. one GLUE task): every seed's matrix is reordered,
+  rows and columns alike, to the first run's task order before averaging, so cell (i, j) of the
+  mean is "accuracy on dataset j after training dataset i" whatever position either had in a
+  seed (`MethodSummary.order == "by_name"`). The per-seed records and the curves (x = number of
+  tasks trained so far) stay by position.
+- class_il / domain_il (and any other scenario): tasks are class groups or domains drawn per
+  seed, so there is no name to key on; the mean matrix is by position (row i = after the i-th
+  task of each seed) and the task names become task1..taskT (`order == "by_position"`).
+
+`MethodSummary.learned[i, j]` is True where task j had been trained once row i was measured,
+in every seed (the lower triangle with the diagonal when all seeds share one order); plots
+leave the other cells blank.
 """
 
 from __future__ import annotations
@@ -18,6 +33,9 @@ from ..metrics import SUMMARY_FIELDS
 from ..results import validate_results
 
 __all__ = ["MethodSummary", "aggregate", "group_runs", "mean_std", "task_names"]
+
+# Scenarios whose tasks are whole datasets: a task name means the same task in every seed.
+NAME_KEYED_SCENARIOS = ("task_type_il",)
 
 # Per-run scalars aggregated over seeds, in the order tables show them.
 SCALAR_FIELDS = (*SUMMARY_FIELDS, "train_seconds", "trainable_parameters")
@@ -81,6 +99,15 @@ class MethodSummary:
     accuracy_std: np.ndarray  # (T, T) its sample std (zeros for one seed)
     # field -> (mean, std), or None when no run of the method recorded it
     scalars: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    # (T, T) bool: task j already trained when row i was measured, in every seed; None = j <= i
+    learned: np.ndarray | None = None
+    # "shared" (one task order), "by_name" (reordered per dataset) or "by_position"
+    order: str = "shared"
+
+    def __post_init__(self) -> None:
+        if self.learned is None:
+            t = len(self.task_names)
+            self.learned = np.tril(np.ones((t, t), dtype=bool))
 
     @property
     def seeds(self) -> list[int]:
@@ -88,11 +115,42 @@ class MethodSummary:
         return [r["seed"] for r in self.runs]
 
 
+def _name_order(runs) -> list[list[int]] | None:
+    """Per run, the positions of the first run's tasks in that run, when task_type_il seeds order
+    the same uniquely named tasks differently; None when there is nothing to reorder."""
+    if any(r["scenario"] not in NAME_KEYED_SCENARIOS for r in runs):
+        return None
+    named = [r.get("task_names") for r in runs]
+    if any(n is None or len(set(n)) != len(n) for n in named):
+        return None
+    canonical = list(named[0])
+    if any(sorted(n) != sorted(canonical) for n in named):
+        return None
+    if all(list(n) == canonical for n in named):
+        return None
+    return [[list(n).index(name) for name in canonical] for n in named]
+
+
 def aggregate(results: Mapping) -> list[MethodSummary]:
     """One MethodSummary per group of group_runs(results), in the same order."""
     summaries = []
     for label, runs in group_runs(results).items():
         mats = np.stack([np.asarray(r["accuracy_matrix"], dtype=np.float64) for r in runs])
+        t = mats.shape[1]
+        seen = np.tril(np.ones((t, t), dtype=bool))
+        names = task_names(runs, results.get("config"))
+        order = "shared"
+        perms = _name_order(runs)
+        if perms is not None:
+            # Row and column k of every reordered matrix are the first run's k-th dataset.
+            mats = np.stack([m[np.ix_(p, p)] for m, p in zip(mats, perms)])
+            learned = np.logical_and.reduce([seen[np.ix_(p, p)] for p in perms])
+            names, order = list(runs[0]["task_names"]), "by_name"
+        else:
+            learned = seen
+            named = [r.get("task_names") for r in runs]
+            if any(n is not None and list(n) != list(named[0] or []) for n in named):
+                order = "by_position"
         std = mats.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros_like(mats[0])
         scalars: dict[str, tuple[float, float] | None] = {}
         for name in SCALAR_FIELDS:
@@ -103,10 +161,12 @@ def aggregate(results: Mapping) -> list[MethodSummary]:
             MethodSummary(
                 label=label,
                 runs=list(runs),
-                task_names=task_names(runs, results.get("config")),
+                task_names=names,
                 accuracy_mean=mats.mean(axis=0),
                 accuracy_std=std,
                 scalars=scalars,
+                learned=learned,
+                order=order,
             )
         )
     return summaries

@@ -3,7 +3,9 @@
 Per method `accuracy_matrix_<method>.csv` holds the mean matrix over its seeds (the run's own
 matrix for a single seed); with two or more seeds each seed also gets
 `accuracy_matrix_<method>_seed<k>.csv`. The top-left cell is "after \\ on"; the other header
-cells and the first column are task names. Values are fractions in [0, 1].
+cells and the first column are task names. Values are fractions in [0, 1]. When seeds order
+the tasks differently, a seed's file uses that seed's own order and names, and the mean is per
+dataset (task_type_il) or by position (other scenarios; see aggregate.py).
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ def accuracy_csv_texts(results: Mapping) -> dict[str, str]:
         add(accuracy_csv_name(names[s.label]), matrix_csv_text(s.accuracy_mean, s.task_names))
         if len(s.runs) > 1:
             for run in s.runs:
+                # A seed's own matrix is in its own task order (the mean may be reordered).
+                own = run.get("task_names") if s.order != "shared" else None
                 add(
                     accuracy_csv_name(names[s.label], run["seed"]),
-                    matrix_csv_text(run["accuracy_matrix"], s.task_names),
+                    matrix_csv_text(run["accuracy_matrix"], own or s.task_names),
                 )
     return files
 
