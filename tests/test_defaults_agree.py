@@ -57,3 +57,17 @@ def test_the_bottleneck_is_built_from_the_config_by_every_user():
     direct = KeyValueBottleneck(24, 4, 32, num_classes=2)
     assert built.config == direct.config
     assert KeyValueBottleneck.from_config(config, 24, 5, search="torch").config["search"] == "torch"
+
+
+def test_the_benchmark_options_read_their_model_defaults_from_the_config(monkeypatch):
+    """DKVBOptions' model fields take DKVBConfig's defaults by name (config_default), not copies."""
+    from dkvb_nlp.modeling.configuration_dkvb import config_default
+
+    assert config_default("num_keys") == 4096 and config_default("decoder_type") == "non_parametric"
+    import pytest
+
+    with pytest.raises(KeyError, match="no default for 'nope'"):
+        config_default("nope")
+    source = inspect.getsource(DKVBOptions)
+    for name in ("num_codebooks", "num_keys", "ema_decay", "smoothing", "counts_weight", "ridge", "ridge_features"):
+        assert f'_D("{name}")' in source, name

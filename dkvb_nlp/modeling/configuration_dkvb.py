@@ -144,6 +144,17 @@ class DKVBConfig(_BaseConfig):
         return [len(labels) for labels in self.task_labels]
 
 
+def config_default(name: str):
+    """`DKVBConfig`'s default for `name`: the one source of DKVB's hyperparameter defaults, which
+    the benchmark's options (`strategies/dkvb.py`) read instead of repeating them."""
+    import inspect
+
+    parameter = inspect.signature(DKVBConfig.__init__).parameters.get(name)
+    if parameter is None or parameter.default is inspect.Parameter.empty:
+        raise KeyError(f"DKVBConfig has no default for {name!r}")
+    return parameter.default
+
+
 def _positive(name: str, value) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r} must be an integer >= 1")

@@ -32,6 +32,7 @@ from ..engine.context import SplitData
 from ..faults import crash_point
 from .base import Strategy
 from .dkvb_export import model_config
+from ..modeling.configuration_dkvb import config_default as _D
 
 logger = logging.getLogger(__name__)
 
@@ -40,34 +41,38 @@ KEY_INIT_CORPORA = ("train",)  # or any dataset name / folder whose train split 
 
 @dataclasses.dataclass
 class DKVBOptions:
-    """Hyperparameters of the DKVB method.
+    """Hyperparameters of the DKVB method: the model's, whose defaults are `DKVBConfig`'s (one
+    source: `config_default`), then the training-only fields of the benchmark.
 
-    Defaults from a sweep on CLINC150 class_il, chosen on its validation split
-    (`benchmarks/sweep_dkvb.py`, recorded in benchmarks/results/sweep_dkvb_clinc*).
+    The defaults come from sweeps on CLINC150 class_il, chosen on its validation split
+    (`benchmarks/sweep_dkvb.py`, `benchmarks/sweep_values.py`, recorded in benchmarks/results/).
     """
 
-    num_codebooks: int = bounded(16, ge=1)  # C; with split='segment' it must divide the hidden size
-    num_keys: int = bounded(4096, ge=1)  # K pairs per codebook
-    split: str = "segment"  # or 'random_projection' (then key_dim is required)
-    key_dim: int | None = bounded(None, ge=1, integer=True)
-    pooling: str = "mean_after"  # mean pooling after the bottleneck; 'mean_before', 'cls'
-    decoder: str = "non_parametric"  # 'linear', 'mlp'
-    value_init: str = "zeros"
-    key_init_corpus: str = "train"  # the scenario's training texts (unlabelled), or a dataset name/folder
-    key_init_epochs: int = bounded(2, ge=1)  # +0.29 validation points over 1 on CLINC150, 3 seeds (sweep_dkvb_clinc_part5)
-    key_init_batch_rows: int = bounded(8192, ge=1)
-    key_init_max_rows: int | None = bounded(None, ge=1, integer=True)  # token vectors per k-means epoch (a random subset); None: all
+    # -- the model (`DKVBConfig`'s fields; `strategies/dkvb_export.py` maps them back) --
+    num_codebooks: int = bounded(_D("num_codebooks"), ge=1)  # C; with split='segment' it must divide the hidden size
+    num_keys: int = bounded(_D("num_keys"), ge=1)  # K pairs per codebook
+    split: str = _D("split")  # 'segment' or 'random_projection' (then key_dim is required)
+    key_dim: int | None = bounded(_D("key_dim"), ge=1, integer=True)
+    pooling: str = _D("pooling")  # 'mean_after': mean pooling after the bottleneck; 'mean_before', 'cls'
+    decoder: str = _D("decoder_type")  # 'non_parametric', 'linear', 'mlp'
+    value_init: str = _D("value_init")
+    key_init_epochs: int = bounded(_D("key_init_epochs"), ge=1)  # 2: +0.29 validation points over 1 (sweep_dkvb_clinc_part5)
+    key_init_batch_rows: int = bounded(_D("key_init_batch_rows"), ge=1)
     # 0.8, not the vision paper's 0.95: one pass of about 20 updates leaves 0.95's keys 36% their
     # random start; 0.8 gave +0.7 validation points on CLINC150 over 3 seeds (sweep_dkvb_clinc_part4)
-    ema_decay: float = bounded(0.8, ge=0, lt=1)
-    dead_key_threshold: float | None = bounded(None, ge=0, integer=False)
-    # How the values learn (bottleneck/value_rules.py): 'counts+ridge' (default), 'counts',
-    # 'ridge' (order-free) or 'sgd' (the papers' gradient steps; the options below 'lr' apply).
+    ema_decay: float = bounded(_D("ema_decay"), ge=0, lt=1)
+    dead_key_threshold: float | None = bounded(_D("dead_key_threshold"), ge=0, integer=False)
+    # How the values learn (bottleneck/value_rules.py): 'counts+ridge' (DKVBConfig's rule for the
+    # non-parametric decoder), 'counts', 'ridge' (order-free) or 'sgd' (the papers' gradient
+    # steps; the training options below 'lr' apply).
     values: str = "counts+ridge"
-    smoothing: float = bounded(0.1, gt=0)  # additive smoothing of the class-by-key counts
-    counts_weight: float = bounded(0.1, gt=0)  # scale of the count values beside the ridge readout
-    ridge: float = bounded(100.0, gt=0)  # lambda of the ridge readout
-    ridge_features: int = bounded(4096, ge=1)  # M, random features of the pooled keys (memory M^2 float64)
+    smoothing: float = bounded(_D("smoothing"), gt=0)  # additive smoothing of the class-by-key counts
+    counts_weight: float = bounded(_D("counts_weight"), gt=0)  # scale of the count values beside the ridge readout
+    ridge: float = bounded(_D("ridge"), gt=0)  # lambda of the ridge readout
+    ridge_features: int = bounded(_D("ridge_features"), ge=1)  # M, random features of the pooled keys (M^2 float64)
+    # -- training only (how the benchmark trains; not part of a saved model) --
+    key_init_corpus: str = "train"  # the scenario's training texts (unlabelled), or a dataset name/folder
+    key_init_max_rows: int | None = bounded(None, ge=1, integer=True)  # token vectors per k-means epoch (a random subset); None: all
     loss_classes: str = "seen"  # sgd: softmax over the classes seen so far, or 'task' (labels trick)
     lr: float = bounded(30.0, gt=0)  # plain SGD on the values (no momentum, no weight decay); see lr_scale
     # 'length_free': every value row an example fetches takes the example's whole gradient, so
