@@ -38,6 +38,7 @@ from dkvb_nlp.bottleneck import KeyValueBottleneck
 from dkvb_nlp.bottleneck.value_rules import VALUE_RULES, attach_values_rule, back_logits
 from dkvb_nlp.engine.bounds import bounded, check_bounds
 from dkvb_nlp.metrics import accuracy
+from dkvb_nlp.modeling.configuration_dkvb import config_default
 from dkvb_nlp.io import atomic_write_bytes
 from dkvb_nlp.registry import Registry
 from dkvb_nlp.results import make_run
@@ -57,7 +58,7 @@ class DKVBOptions:
     """The bottleneck and its training (defaults: the paper's)."""
 
     num_codebooks: int = 256
-    num_keys: int = 4096
+    num_keys: int = config_default("num_keys")
     key_dim: int = 14
     lr: float = 0.3
     label_smoothing: float = 0.1
@@ -71,10 +72,11 @@ class DKVBOptions:
     # steps; lr, label_smoothing, batch_size and value_trainer apply) or the order-free
     # 'counts', 'ridge', 'counts+ridge' (one pass, epochs ignored; the options below apply).
     values: str = "sgd"
-    smoothing: float = bounded(0.1, gt=0)  # additive smoothing of the class-by-key counts
-    counts_weight: float = bounded(0.1, gt=0)  # scale of the count values beside the ridge readout
-    ridge: float = bounded(100.0, gt=0)  # lambda of the ridge readout
-    ridge_features: int = bounded(4096, ge=1)  # M, random features of the pooled keys (memory M^2 float64)
+    # The order-free rules' options: DKVBConfig's defaults, as on the text side (one source).
+    smoothing: float = bounded(config_default("smoothing"), gt=0)  # additive smoothing of the class-by-key counts
+    counts_weight: float = bounded(config_default("counts_weight"), gt=0)  # count values' scale beside the readout
+    ridge: float = bounded(config_default("ridge"), gt=0)  # lambda of the ridge readout
+    ridge_features: int = bounded(config_default("ridge_features"), ge=1)  # M random features (memory M^2 float64)
 
     def __post_init__(self):
         VALUE_RULES.get(self.values)  # "unknown value rule 'x'; accepted: counts, counts+ridge, ridge, sgd"
