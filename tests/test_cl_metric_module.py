@@ -157,4 +157,4 @@ def test_metrics_and_report_do_not_import_the_engine():
     # The checker itself sees an upward import where there is one.
     assert "dkvb_nlp.engine.loop" not in _imported_modules(root / "engine" / "__init__.py")
     assert "dkvb_nlp.metrics" in _imported_modules(root / "engine" / "__init__.py")
-    assert "dkvb_nlp.report" in _imported_modules(root / "engine" / "loop.py")
+    assert "dkvb_nlp.results" in _imported_modules(root / "engine" / "loop.py")
