@@ -184,11 +184,12 @@ def main(argv=None):
     correct = logits["test"].argmax(1).numpy() == test_ids
     closed = float(correct.mean())
     val_ids = np.array([label2id[y] for y in data["validation"]["label"][: len(splits["validation"])]])
-    closed_val = float((logits["validation"].argmax(1).numpy() == val_ids).mean())
+    correct_val = logits["validation"].argmax(1).numpy() == val_ids
+    closed_val = float(correct_val.mean())
     rows = []
     for score_name in scores["test"]:
         thr = S.choose_threshold(scores["validation"][score_name], scores["oos_validation"][score_name],
-                                 rule=args.rule)
+                                 rule=args.rule, correct_in_val=correct_val)
         m = S.oos_metrics(scores["test"][score_name], scores["oos_test"][score_name], thr, correct)
         rows.append({"score": score_name, **m})
 

@@ -221,3 +221,21 @@ def test_key_distance_input_errors():
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         key_distance(bad, keys)
+
+
+def test_the_accuracy_rule_rejects_most_within_the_budget():
+    import numpy as np
+
+    from dkvb_nlp.open_world.scores import choose_threshold
+
+    scores_in = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
+    correct = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], dtype=bool)  # closed-set accuracy 0.8
+    scores_out = np.array([0.85, 0.99, 0.97])
+    # rejecting the two wrong ones (score > 0.8) keeps accuracy 0.8: the smallest such t is 0.8
+    assert choose_threshold(scores_in, scores_out, rule="accuracy", correct_in_val=correct,
+                            max_accuracy_drop=0.0) == 0.8
+    # a 0.1 budget allows rejecting one right answer more (t = 0.7)
+    assert choose_threshold(scores_in, scores_out, rule="accuracy", correct_in_val=correct,
+                            max_accuracy_drop=0.1) == 0.7
+    with pytest.raises(ValueError, match="needs correct_in_val"):
+        choose_threshold(scores_in, scores_out, rule="accuracy")

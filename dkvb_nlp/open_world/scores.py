@@ -304,11 +304,11 @@ def fpr_at_95_tpr(scores_in: Any, scores_out: Any, tpr: float = 0.95) -> float:
     return float(np.mean(b <= _threshold_at_tpr(a, tpr)))
 
 
-THRESHOLD_RULES = ("youden", "tpr")
+THRESHOLD_RULES = ("youden", "tpr", "accuracy")
 
 
 def choose_threshold(scores_in_val: Any, scores_out_val: Any = None, rule: str = "youden",
-                     tpr: float = 0.95) -> float:
+                     tpr: float = 0.95, correct_in_val: Any = None, max_accuracy_drop: float = 0.01) -> float:
     """A rejection threshold t (reject as OOS when score > t) from validation scores.
 
     rule 'youden' (default): maximise in-scope acceptance rate + OOS rejection rate,
@@ -316,6 +316,10 @@ def choose_threshold(scores_in_val: Any, scores_out_val: Any = None, rule: str =
     which rejects fewest in-scope texts); needs `scores_out_val`.
     rule 'tpr': the smallest t that accepts a fraction `tpr` of in-scope validation scores
     (needs no OOS texts; `scores_out_val` is ignored).
+    rule 'accuracy': the smallest t (most OOS rejected) at which the in-scope validation accuracy,
+    counting a rejected in-scope text as wrong, stays within `max_accuracy_drop` (a fraction) of
+    the closed-set validation accuracy; needs `correct_in_val` (per in-scope validation text,
+    whether its closed-set prediction is right) and `scores_out_val`.
     """
     if rule not in THRESHOLD_RULES:
         raise ValueError(f"unknown threshold rule {rule!r}; accepted: {', '.join(THRESHOLD_RULES)}")
@@ -323,14 +327,33 @@ def choose_threshold(scores_in_val: Any, scores_out_val: Any = None, rule: str =
     if rule == "tpr":
         return _threshold_at_tpr(a, tpr)
     if scores_out_val is None:
-        raise ValueError("rule 'youden' needs scores_out_val (OOS validation scores); or use rule='tpr'")
+        raise ValueError(f"rule {rule!r} needs scores_out_val (OOS validation scores); or use rule='tpr'")
     b = _as_scores(scores_out_val, "scores_out_val")
+    if rule == "accuracy":
+        return _threshold_in_accuracy_budget(a, b, correct_in_val, max_accuracy_drop)
     cand = np.unique(np.concatenate([a, b]))
     accept_in = np.searchsorted(np.sort(a), cand, side="right") / a.size
     reject_out = 1.0 - np.searchsorted(np.sort(b), cand, side="right") / b.size
     j = accept_in + reject_out
     best = np.flatnonzero(j >= j.max() - 1e-12)[-1]
     return float(cand[best])
+
+
+def _threshold_in_accuracy_budget(a: np.ndarray, b: np.ndarray, correct_in_val, max_drop: float) -> float:
+    if correct_in_val is None:
+        raise ValueError("rule 'accuracy' needs correct_in_val (whether each in-scope validation prediction is right)")
+    c = np.asarray(correct_in_val, dtype=bool)
+    if c.shape != a.shape:
+        raise ValueError(f"correct_in_val of shape {c.shape} does not match {a.size} in-scope validation scores")
+    if not (isinstance(max_drop, (int, float)) and 0 <= max_drop < 1):
+        raise ValueError(f"max_accuracy_drop={max_drop!r} must be a fraction in [0, 1)")
+    cand = np.unique(np.concatenate([a, b]))  # ascending: smaller t rejects more
+    order = np.argsort(a, kind="stable")
+    right_sorted = np.cumsum(c[order])  # right answers among the k smallest in-scope scores
+    accepted = np.searchsorted(a[order], cand, side="right")
+    accuracy = np.where(accepted > 0, right_sorted[np.maximum(accepted - 1, 0)], 0) / a.size
+    ok = np.flatnonzero(accuracy >= c.mean() - max_drop - 1e-12)
+    return float(cand[ok[0]]) if ok.size else float(cand[-1])
 
 
 def oos_metrics(scores_in: Any, scores_out: Any, threshold: float, correct_in: Any = None) -> dict:
