@@ -129,6 +129,13 @@ def attach_values_rule(head, rule: str, **options) -> OrderFreeValues | None:
     return head.values_rule
 
 
+def attach_config_rule(head, config, task_id: int = 0) -> OrderFreeValues | None:
+    """`attach_values_rule` with a `DKVBConfig`'s rule and options (read by attribute), seeded
+    for head `task_id`: how the Hugging Face model and the dkvb strategy give every head its rule."""
+    return attach_values_rule(head, config.values, smoothing=config.smoothing, counts_weight=config.counts_weight,
+                              ridge=config.ridge, ridge_features=config.ridge_features, seed=config.seed + task_id)
+
+
 def back_logits(head, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
     """Logits of a trainable back from key indices: decoder(pooled values) [+ its readout]."""
     logits = head.decoder(head.pool_values(indices, check=check))

@@ -24,7 +24,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..bottleneck import KeyValueBottleneck, TaskHead, attach_values_rule, back_logits
+from ..bottleneck import KeyValueBottleneck, TaskHead, back_logits
+from ..bottleneck.value_rules import attach_config_rule
 from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_texts, freeze, hidden_size,
                         iter_encoded, load_encoder, load_tokenizer, resolve_encoder)
 from ..engine.checkpoint import read_tensors
@@ -94,9 +95,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             self._set_tokenizer(tokenizer)
 
     def _attach_rule(self, head, task_id: int) -> None:
-        cfg = self.config
-        attach_values_rule(head, cfg.values, smoothing=cfg.smoothing, counts_weight=cfg.counts_weight,
-                           ridge=cfg.ridge, ridge_features=cfg.ridge_features, seed=cfg.seed + task_id)
+        attach_config_rule(head, self.config, task_id)
 
     # ------------------------------------------------------------------ parts
     @property
