@@ -57,6 +57,11 @@ class DKVBConfig(_BaseConfig):
             134 MB at 4096). Default 4096.
         task_labels: None for one head over `id2label` (labels can be added later), or a
             list of label-name lists, one value table per task (task-incremental, multi-head).
+        oos_score / oos_threshold / oos_label: out-of-scope rejection (single head). With a
+            threshold set, an input whose score (`MODEL_OOS_SCORES`: 'msp', 'energy',
+            'key_distance', 'key_evidence'; higher = more likely out of scope) is above it is
+            labelled `oos_label` (default 'oos'), which is then the last entry of `id2label`
+            (not a learned class). Set them with `model.calibrate_oos(...)` or `model.set_oos(...)`.
         seed: seeds random projections, value init and key sampling. Default 0.
         id2label / label2id / num_labels: the labels, as in every transformers config.
     """
@@ -89,6 +94,9 @@ class DKVBConfig(_BaseConfig):
         ridge: float = 100.0,
         ridge_features: int = 4096,
         task_labels: list[list[str]] | None = None,
+        oos_score: str | None = None,
+        oos_threshold: float | None = None,
+        oos_label: str = "oos",
         encoder_hidden_size: int | None = None,
         seed: int = 0,
         **kwargs,
@@ -130,17 +138,32 @@ class DKVBConfig(_BaseConfig):
         self.task_labels = task_labels
         self.encoder_hidden_size = encoder_hidden_size
         self.seed = int(seed)
+        self.oos_score, self.oos_threshold, self.oos_label = _check_oos(oos_score, oos_threshold, oos_label,
+                                                                        task_labels)
         super().__init__(**kwargs)
         if getattr(self, "id2label", None) is None:  # transformers 5 leaves it unset for num_labels=N
             self.id2label = {i: f"LABEL_{i}" for i in range(self.num_labels)}
         if not getattr(self, "label2id", None):
             self.label2id = {name: i for i, name in self.id2label.items()}
+        if self.rejects_oos and self.id2label.get(self.num_labels - 1) != self.oos_label:
+            raise ValueError(f"oos_threshold is set, so id2label must end with oos_label {self.oos_label!r} "
+                             f"(got {self.id2label.get(self.num_labels - 1)!r}); use model.set_oos(...)")
+
+    @property
+    def rejects_oos(self) -> bool:
+        """Whether out-of-scope inputs are labelled `oos_label` (a threshold is set)."""
+        return getattr(self, "oos_threshold", None) is not None
+
+    @property
+    def num_classes(self) -> int:
+        """Learned classes of the single head: `num_labels` without the out-of-scope label."""
+        return self.num_labels - 1 if self.rejects_oos else self.num_labels
 
     @property
     def head_sizes(self) -> list[int]:
         """Classes per value table: one entry (single head) or one per task."""
         if self.task_labels is None:
-            return [self.num_labels]
+            return [self.num_classes]
         return [len(labels) for labels in self.task_labels]
 
 
@@ -165,6 +188,25 @@ def _choice(name: str, value, accepted) -> str:
     if value not in accepted:
         raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(accepted)}")
     return value
+
+
+MODEL_OOS_SCORES = ("msp", "energy", "key_distance", "key_evidence")
+
+
+def _check_oos(score, threshold, label, task_labels):
+    if score is not None and score not in MODEL_OOS_SCORES:
+        raise ValueError(f"unknown oos_score {score!r}; accepted: {', '.join(MODEL_OOS_SCORES)}")
+    if threshold is not None:
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not math.isfinite(threshold):
+            raise ValueError(f"oos_threshold={threshold!r} must be a finite number (or None: no rejection)")
+        if score is None:
+            raise ValueError("oos_threshold needs oos_score (which score the threshold applies to)")
+        if task_labels is not None:
+            raise ValueError("out-of-scope rejection needs a single head (task_labels=None)")
+        threshold = float(threshold)
+    if not isinstance(label, str) or not label:
+        raise ValueError(f"oos_label={label!r} must be a non-empty string")
+    return score, threshold, label
 
 
 def _check_task_labels(task_labels) -> list[list[str]]:

@@ -31,7 +31,8 @@ from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_tex
 from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
 from ..io import atomic_write_text, replacing_mode
-from .configuration_dkvb import DKVBConfig
+from .configuration_dkvb import DKVBConfig, _check_oos
+from .oos import NEEDS_STATES, check_score_available, model_scores, with_rejection
 
 logger = logging.getLogger(__name__)
 
@@ -235,6 +236,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         task_id: int | torch.Tensor | None = None,
         indices: torch.Tensor | None = None,
         return_dict: bool | None = None,
+        reject_oos: bool | None = None,
         **kwargs,
     ) -> SequenceClassifierOutput:
         """Logits (and a cross-entropy loss when `labels` are given).
@@ -242,16 +244,30 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         Single head: labels are ids of `config.id2label`. Multi-head: with `task_id` (an int,
         or one per example) labels are ids within that task's labels; without it the logits of
         all heads are concatenated in `config.id2label` order. `indices` (from `quantize`)
-        skip the encoder.
+        skip the encoder. With an out-of-scope threshold in the config (`calibrate_oos`), an
+        evaluation-mode call adds the `oos` column (see `modeling/oos.py`); `reject_oos=False`
+        leaves it out, and the loss always reads the learned classes only.
         """
+        if reject_oos is None:
+            reject_oos = self.config.rejects_oos and not self.training
+        elif reject_oos and not self.config.rejects_oos:
+            raise ValueError("reject_oos=True but this model has no out-of-scope threshold; use calibrate_oos or set_oos")
+        states = mask = None
         if indices is None:
             if input_ids is None:
                 raise ValueError("give input_ids (and attention_mask) or precomputed indices=")
-            indices = self.quantize(input_ids, attention_mask, token_type_ids)
+            if reject_oos and self.config.oos_score in NEEDS_STATES:
+                states, mask = self.encode(input_ids, attention_mask, token_type_ids)
+                indices = self.bottleneck.quantize(states, mask)
+            else:
+                indices = self.quantize(input_ids, attention_mask, token_type_ids)
         logits = self.logits_from_indices(indices, task_id)
         loss = None
         if labels is not None:
             loss = self._loss(logits, labels.to(logits.device).long(), task_id)
+        if reject_oos:
+            scores = model_scores(self, self.config.oos_score, logits, indices, states, mask)
+            logits = with_rejection(logits, scores, self.config.oos_threshold)
         if return_dict is False:
             return (logits,) if loss is None else (loss, logits)
         return SequenceClassifierOutput(loss=loss, logits=logits)
@@ -309,6 +325,9 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         if names and len(names) != len(labels):
             raise ValueError("give labels as all names or all integer ids, not a mix")
         if names:
+            if self.config.rejects_oos and self.config.oos_label in names:
+                raise ValueError(f"label {self.config.oos_label!r} is the out-of-scope label, not a class to learn; "
+                                 "rename it or clear rejection with set_oos(None, None)")
             if self.num_heads == 1:
                 new = [n for n in dict.fromkeys(names) if n not in self.config.label2id]
                 if new:
@@ -333,11 +352,14 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             raise ValueError("this model has one head per task; use add_task(labels) to add a task")
         names = self._new_names(names)
         self.bottleneck.add_classes(len(names))
-        self._set_labels(list(self.config.id2label[i] for i in range(self.config.num_labels)) + names)
+        self._set_labels(self._class_names() + names)
         return self
 
     def add_task(self, names: Sequence[str]) -> int:
         """Multi-head: add a task with its own value table over the same keys; returns its id."""
+        if self.config.rejects_oos:
+            raise ValueError("out-of-scope rejection works with a single head; clear it with set_oos(None, None) "
+                             "before add_task")
         names = self._new_names(names)
         cfg = self.config
         if cfg.task_labels is None:  # turn the single head into task 0
@@ -359,9 +381,105 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             raise ValueError(f"labels {clash} already exist or repeat; new label names must be unique")
         return names
 
+    def _class_names(self) -> list[str]:
+        return [self.config.id2label[i] for i in range(self.config.num_classes)]
+
     def _set_labels(self, names: list[str]) -> None:
+        """The learned classes' names; the out-of-scope label follows them when rejection is on."""
+        if self.config.rejects_oos:
+            names = names + [self.config.oos_label]
         self.config.id2label = {i: n for i, n in enumerate(names)}
         self.config.label2id = {n: i for i, n in enumerate(names)}
+
+    # ------------------------------------------------------------------ out of scope
+    def set_oos(self, score: str | None, threshold: float | None, label: str | None = None
+                ) -> "DKVBForSequenceClassification":
+        """Reject inputs whose `score` is above `threshold` as `label` (default: `config.oos_label`);
+        `set_oos(None, None)` turns rejection off. Single head only."""
+        if self.num_heads != 1 and threshold is not None:
+            raise ValueError("out-of-scope rejection works with a single head; this model has one head per task")
+        label = self.config.oos_label if label is None else label
+        score, threshold, label = _check_oos(score, threshold, label, None)
+        classes = self._class_names()
+        if threshold is not None and label in classes:
+            raise ValueError(f"oos label {label!r} is already a class of this model; pick another label")
+        if score is not None:
+            check_score_available(self, score)
+        self.config.oos_score, self.config.oos_threshold, self.config.oos_label = score, threshold, label
+        self._set_labels(classes)
+        return self
+
+    @torch.no_grad()
+    def _closed_outputs(self, texts, text_pairs, score: str, batch_size: int, progress):
+        """Per text, in input order: closed-set predicted class id and the score `score`."""
+        if self.num_heads != 1:
+            raise ValueError("out-of-scope scores work with a single head; this model has one head per task")
+        texts = check_texts(texts)
+        preds = torch.empty(len(texts), dtype=torch.long)
+        scores = torch.empty(len(texts), dtype=torch.float64)
+        for batch in self.iter_encoded(texts, text_pairs, batch_size=batch_size, progress=progress):
+            states, mask = batch.states.to(self.device).float(), batch.mask.to(self.device)
+            indices = self.bottleneck.quantize(states, mask)
+            logits = self.logits_from_indices(indices)
+            preds[batch.positions] = logits.argmax(1).cpu()
+            scores[batch.positions] = model_scores(self, score, logits, indices, states, mask)
+        return preds, scores
+
+    def oos_scores(self, texts: Sequence[str], text_pairs: Sequence[str] | None = None, *, score: str | None = None,
+                   batch_size: int = 64, progress: bool | None = None):
+        """Out-of-scope scores of texts (numpy, higher = more likely out of scope); `score` defaults
+        to `config.oos_score`."""
+        score = score or self.config.oos_score
+        if score is None:
+            raise ValueError("no score given and config.oos_score is unset; accepted: msp, energy, key_distance, "
+                             "key_evidence")
+        _check_oos(score, None, self.config.oos_label, None)
+        check_score_available(self, score)
+        return self._closed_outputs(texts, text_pairs, score, batch_size, progress)[1].numpy()
+
+    def calibrate_oos(self, texts: Sequence[str], labels: Sequence, oos_texts: Sequence[str], *,
+                      score: str = "msp", rule: str = "youden", label: str | None = None,
+                      max_accuracy_drop: float = 0.01, tpr: float = 0.95, text_pairs: Sequence[str] | None = None,
+                      oos_text_pairs: Sequence[str] | None = None, batch_size: int = 64,
+                      progress: bool | None = None) -> dict:
+        """Choose and store an out-of-scope threshold from held-out texts.
+
+        `texts`/`labels`: in-scope validation texts and their label names (or ids); `oos_texts`:
+        validation texts of no class (rule 'tpr' needs none: pass []). `rule` is
+        `dkvb_nlp.open_world.choose_threshold`'s: 'youden' (default), 'tpr' (accept `tpr` of the
+        in-scope texts) or 'accuracy' (reject the most while the in-scope accuracy stays within
+        `max_accuracy_drop` of the closed-set accuracy). Returns the validation metrics at the
+        chosen threshold (`oos_metrics`: AUROC, OOS recall, in-scope accuracy, ...).
+        """
+        from ..open_world import choose_threshold, oos_metrics
+
+        _check_oos(score, None, self.config.oos_label if label is None else label, None)
+        check_score_available(self, score)
+        labels = list(labels)
+        if len(labels) != len(texts):
+            raise ValueError(f"{len(labels)} labels for {len(texts)} in-scope texts")
+        names = [x for x in labels if isinstance(x, str)]
+        if names:
+            unknown = sorted({n for n in names if n not in self._class_names()})
+            if unknown:
+                raise ValueError(f"labels {unknown[:5]} are not classes of this model")
+            ids = [self.config.label2id[n] for n in names]
+        else:
+            ids = self._label_ids(labels, None)
+        preds, s_in = self._closed_outputs(texts, text_pairs, score, batch_size, progress)
+        correct = (preds == torch.tensor(ids)).numpy()
+        s_out = None
+        if len(oos_texts):
+            s_out = self._closed_outputs(oos_texts, oos_text_pairs, score, batch_size, progress)[1].numpy()
+        elif rule != "tpr":
+            raise ValueError(f"rule {rule!r} needs out-of-scope validation texts; give oos_texts or use rule='tpr'")
+        threshold = choose_threshold(s_in.numpy(), s_out, rule=rule, tpr=tpr, correct_in_val=correct,
+                                     max_accuracy_drop=max_accuracy_drop)
+        self.set_oos(score, threshold, label)
+        if s_out is None:
+            return {"threshold": threshold, "in_scope_accepted": float((s_in.numpy() <= threshold).mean()),
+                    "in_scope_accuracy": float((correct & (s_in.numpy() <= threshold)).mean())}
+        return oos_metrics(s_in.numpy(), s_out, threshold, correct)
 
     # ------------------------------------------------------------------ saving and loading
     def save_pretrained(self, save_directory: str | os.PathLike, *, save_encoder: bool = False,
