@@ -179,9 +179,14 @@ def _group_name(group: Sequence[str]) -> str:
 def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[int] = None,
              class_groups=None, class_order: Optional[Sequence[str]] = None, multi_head: bool = False,
              seed: int = 0, data_seed: int = 0, max_train_per_class: Optional[int] = None,
-             validation_fraction: float = 0.1, encoding: str = "utf-8", empty_texts: Optional[str] = None) -> TaskStream:
-    """Class-incremental: disjoint class groups, one shared head (or one per task with `multi_head`)."""
+             validation_fraction: float = 0.1, encoding: str = "utf-8", empty_texts: Optional[str] = None,
+             oos: bool = False) -> TaskStream:
+    """Class-incremental: disjoint class groups, one shared head (or one per task with `multi_head`).
+
+    `oos=True` adds the dataset's out-of-scope texts (splits `oos_validation`, `oos_test`, as
+    CLINC150 has) to the stream, for the open-world evaluation (one shared head only)."""
     name, data = _load(dataset, encoding=encoding, empty_texts=empty_texts)
+    unknown = _unknown_splits(data, name, oos, multi_head)
     classes = label_names(data)
     if len(classes) < 2:
         raise ValueError(f"class_il needs at least 2 classes; dataset {name!r} has {classes}")
@@ -203,9 +208,25 @@ def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[in
     options = dict(dataset=name, classes_per_task=classes_per_task, class_groups=class_groups,
                    class_order=None if class_order is None else list(class_order), multi_head=multi_head,
                    seed=seed, data_seed=data_seed, max_train_per_class=max_train_per_class,
-                   validation_fraction=validation_fraction)
+                   validation_fraction=validation_fraction, oos=oos)
     return validate_stream(TaskStream("class_il", tasks, heads, task_id_at_test=multi_head, disjoint_labels=True,
-                                      split_sources={name: splits.sources}, options=options))
+                                      split_sources={name: splits.sources}, options=options, unknown=unknown))
+
+
+def _unknown_splits(data: DatasetDict, name: str, oos, multi_head: bool) -> dict:
+    """The out-of-scope texts for `oos=True`: {'validation': oos_validation, 'test': oos_test}."""
+    if not isinstance(oos, bool):
+        raise ValueError(f"oos={oos!r}; accepted: true or false")
+    if not oos:
+        return {}
+    if multi_head:
+        raise ValueError("oos=True needs one shared head (multi_head=False): with task ids at test, no text is "
+                         "out of scope of its own task")
+    missing = [s for s in ("oos_validation", "oos_test") if s not in data]
+    if missing:
+        raise ValueError(f"oos=True needs splits oos_validation and oos_test; dataset {name!r} has "
+                         f"{sorted(data)} (CLINC150 has them)")
+    return {"validation": data["oos_validation"], "test": data["oos_test"]}
 
 
 @SCENARIOS.register("task_type_il")

@@ -53,6 +53,9 @@ class TaskStream:
     disjoint_labels: bool  # class-incremental: no label occurs in two tasks
     split_sources: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # dataset -> split provenance
     options: Mapping[str, object] = field(default_factory=dict)  # the options it was built with
+    # Out-of-scope texts (of no class of any head) by split, 'validation' and 'test': the open-world
+    # evaluation scores them beside the tasks' test texts (class_il's `oos=True` on CLINC150).
+    unknown: Mapping[str, Dataset] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.tasks)

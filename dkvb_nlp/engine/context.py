@@ -73,10 +73,23 @@ class RunContext:
                                           (lambda k=key: self._cached(k)) if self.cache is not None else None)
         return self._splits[key]
 
+    def unknown_split(self, name: str) -> SplitData:
+        """The stream's out-of-scope texts of split `name` ('validation' or 'test'), as a split of
+        head 0 with label id -1 (no class); task id -1. Encoded as a pool of their own."""
+        if name not in self.stream.unknown:
+            raise ValueError(f"this stream has no out-of-scope {name!r} texts (scenario option oos=true adds them)")
+        key = (-1, f"oos_{name}")
+        if key not in self._splits:
+            texts = list(column_array(self.stream.unknown[name], TEXT))
+            self._splits[key] = SplitData(-1, key[1], 0, texts, None, np.full(len(texts), -1, dtype=np.int64),
+                                          (lambda k=key: self._cached(k)) if self.cache is not None else None)
+        return self._splits[key]
+
     def _cached(self, key: tuple[int, str]) -> CachedFeatures:
         if key not in self._features:
             data = self._splits[key]
-            self._features[key] = self.cache.get(data.texts, data.pairs, pool=self.pool(key[1], data.pairs is not None))
+            pool = TextPool(data.texts, None) if key[0] < 0 else self.pool(key[1], data.pairs is not None)
+            self._features[key] = self.cache.get(data.texts, data.pairs, pool=pool)
         return self._features[key]
 
     def pool(self, name: str, pairs: bool) -> TextPool:

@@ -13,6 +13,7 @@ from ..faults import crash_point
 from ..results import make_run
 from .checkpoint import Checkpoint, CheckpointError
 from .context import RunContext
+from .open_world_eval import masked_logits, open_world_row
 from ..metrics import accuracy, macro_f1
 
 logger = logging.getLogger(__name__)
@@ -24,17 +25,7 @@ def predict(ctx: RunContext, strategy, task_id: int, after_task: int, split: str
     With one shared head, the classes of tasks 0..after_task; with one head per task and task
     ids at test, the example's own head (all of its classes).
     """
-    data = ctx.split(task_id, split)
-    logits = strategy.logits(data).float()
-    if logits.shape != (len(data), ctx.stream.classes_per_head[data.head]):
-        raise RuntimeError(f"{strategy.name}: logits of shape {tuple(logits.shape)} for {len(data)} examples "
-                           f"and {ctx.stream.classes_per_head[data.head]} classes")
-    seen = ctx.seen_classes(after_task, data.head)
-    if seen and not ctx.stream.task_id_at_test:
-        allowed = torch.full((logits.shape[1],), float("-inf"))
-        allowed[seen] = 0.0
-        logits = logits + allowed
-    return logits.argmax(1).numpy()
+    return masked_logits(ctx, strategy, ctx.split(task_id, split), after_task).argmax(1).numpy()
 
 
 def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: str | Path | None = None,
@@ -46,6 +37,7 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
     ckpt = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     acc_rows: list[list[float]] = []
     f1_rows: list[list[float]] = []
+    world_rows: list[dict | None] = []  # the open-world view of each row (open_world_eval.py)
     train_seconds = eval_seconds = 0.0
     restored = ckpt.load(log=log) if (ckpt is not None and resume) else None
     start = time.perf_counter()
@@ -59,6 +51,7 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
                                   f"with the current options ({type(err).__name__}: {first}); resume with the "
                                   "options the run was started with, or start over with --overwrite") from None
         acc_rows, f1_rows = progress["accuracy_rows"], progress["macro_f1_rows"]
+        world_rows = progress.get("open_world_rows", [None] * len(acc_rows))
         train_seconds, eval_seconds = progress["train_seconds"], progress["eval_seconds"]
         log(f"[{strategy.name} seed {ctx.seed}] resumed after task {len(acc_rows)}/{n}")
     else:
@@ -71,24 +64,30 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
         t1 = time.perf_counter()
         evaluated = t == n - 1 or strategy.evaluates_after(t)
         row_acc, row_f1 = ([], []) if evaluated else ([None] * n, [None] * n)  # None: not evaluated
-        for j in range(n if evaluated else 0):
-            pred = predict(ctx, strategy, j, after_task=t)
+        test_logits = [masked_logits(ctx, strategy, ctx.split(j, "test"), t) for j in range(n if evaluated else 0)]
+        for j, logits in enumerate(test_logits):
+            pred = logits.argmax(1).numpy()
             labels = ctx.split(j, "test").labels
             row_acc.append(accuracy(pred, labels))
             row_f1.append(macro_f1(pred, labels))
+        world_rows.append(open_world_row(ctx, strategy, t, test_logits) if evaluated else None)
+        del test_logits
         t2 = time.perf_counter()
         train_seconds += t1 - t0
         eval_seconds += t2 - t1
         acc_rows.append(row_acc)
         f1_rows.append(row_f1)
         done = f"accuracy on seen tasks {100 * np.mean(row_acc[: t + 1]):.1f}%" if evaluated else "not evaluated"
+        oos = (world_rows[-1] or {}).get("oos")
+        if oos is not None:
+            done += f", OOS AUROC {100 * oos['auroc']:.1f}%"
         log(f"[{strategy.name} seed {ctx.seed}] task {t + 1}/{n} {stream[t].name}: {done}, "
             f"learn {t1 - t0:.1f}s, eval {t2 - t1:.1f}s")
         crash_point("task.learned")
         if ckpt is not None and ctx.process.is_main_process:
             tensors, meta = strategy.state()
             ckpt.save(tensors, {"completed_tasks": t + 1, "accuracy_rows": acc_rows, "macro_f1_rows": f1_rows,
-                                "train_seconds": train_seconds, "eval_seconds": eval_seconds, "strategy": meta})
+                                "open_world_rows": world_rows, "train_seconds": train_seconds, "eval_seconds": eval_seconds, "strategy": meta})
         if after_task is not None and ctx.process.is_main_process:
             after_task(t)
         ctx.process.wait_for_everyone()
@@ -96,7 +95,12 @@ def run_continual(ctx: RunContext, strategy, *, dataset: str, checkpoint_dir: st
     return make_run(strategy.name, ctx.seed, stream.scenario, dataset, acc_rows, macro_f1_matrix=f1_rows,
                     train_seconds=train_seconds, trainable_parameters=strategy.trainable_parameters(),
                     eval_seconds=eval_seconds, task_names=[t.name for t in stream],
-                    options=_jsonable_options(strategy), **{k: v for k, v in meta.items() if k.startswith("key_init")})
+                    options=_jsonable_options(strategy), **_open_world_fields(world_rows), **{k: v for k, v in meta.items() if k.startswith("key_init")})
+
+
+def _open_world_fields(rows: list[dict | None]) -> dict:
+    """results.json's `open_world`: one entry per task row (None where not measured); absent when no row has one."""
+    return {"open_world": rows} if any(r is not None for r in rows) else {}
 
 
 def _jsonable_options(strategy) -> dict:

@@ -47,7 +47,7 @@ BLOCK_ROWS = 4096
 
 
 # ---------------------------------------------------------------------- input checks
-def _as_tensor(x: Any, name: str, dims: tuple[int, ...], floating: bool = True) -> torch.Tensor:
+def _as_tensor(x: Any, name: str, dims: tuple[int, ...], floating: bool = True, masked: bool = False) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
     if t.dim() not in dims:
         raise ValueError(f"{name} must have {' or '.join(str(d) for d in dims)} dimensions, got shape {tuple(t.shape)}")
@@ -55,7 +55,11 @@ def _as_tensor(x: Any, name: str, dims: tuple[int, ...], floating: bool = True) 
         raise ValueError(f"{name} is empty (shape {tuple(t.shape)})")
     if floating:
         t = t.float() if t.dtype != torch.float64 else t
-        if not torch.isfinite(t).all():
+        finite = torch.isfinite(t)
+        if masked:  # -inf marks a masked logit (a class not yet seen); each row needs a finite one
+            if torch.isnan(t).any() or (t == float("inf")).any() or not finite.any(dim=-1).all():
+                raise ValueError(f"{name} contains NaN, +inf or a row with no finite value")
+        elif not finite.all():
             raise ValueError(f"{name} contains NaN or infinite values")
     return t.detach().cpu()
 
@@ -85,17 +89,17 @@ def _check_mask(mask: Any, lead: tuple[int, ...], name: str = "mask") -> torch.T
 # ---------------------------------------------------------------------- logit scores
 @SCORES.register("msp")
 def msp(logits: Any) -> np.ndarray:
-    """1 - maximum softmax probability of logits (B, classes)."""
-    z = _as_tensor(logits, "logits", (2,))
+    """1 - maximum softmax probability of logits (B, classes); -inf marks a masked class."""
+    z = _as_tensor(logits, "logits", (2,), masked=True)
     return (1.0 - torch.softmax(z.double(), dim=1).max(dim=1).values).numpy()
 
 
 @SCORES.register("energy")
 def energy(logits: Any, temperature: float = 1.0) -> np.ndarray:
-    """Energy -T logsumexp(logits / T) of logits (B, classes); T > 0."""
+    """Energy -T logsumexp(logits / T) of logits (B, classes); T > 0; -inf marks a masked class."""
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be a number > 0")
-    z = _as_tensor(logits, "logits", (2,)).double()
+    z = _as_tensor(logits, "logits", (2,), masked=True).double()
     return (-temperature * torch.logsumexp(z / temperature, dim=1)).numpy()
 
 

@@ -1,0 +1,79 @@
+"""The open-world view of an evaluation row: unknown inputs, scored by every method's own logits.
+
+After task t of a shared-head stream, a method's logits over the classes seen so far give each
+text a score, 1 - max softmax probability (`open_world.msp`; higher = more likely unknown). Two
+kinds of unknown inputs are measured:
+
+- **not yet seen** (class-incremental streams): the test texts of tasks t+1.. against those of
+  tasks 0..t; `unseen_auroc` is the AUROC of telling them apart (no threshold);
+- **out of scope** (`stream.unknown`, e.g. CLINC150's oos texts with class_il `oos=true`): the OOS
+  test texts against the seen tasks' test texts: AUROC, FPR at 95% TPR, and at thresholds chosen
+  on validation (seen tasks' validation texts + oos_validation; `open_world.choose_threshold`),
+  rules 'youden' and 'accuracy' (in-scope accuracy within 1 point of the closed-set accuracy,
+  the issue's operating point), the OOS recall and the in-scope accuracy (a rejected in-scope
+  text counts wrong).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..open_world import auroc, choose_threshold, fpr_at_95_tpr, msp
+
+RULES = ("youden", "accuracy")
+
+
+def masked_logits(ctx, strategy, data, after_task: int) -> torch.Tensor:
+    """A split's logits with the classes not yet seen after `after_task` at -inf (shared head)."""
+    logits = strategy.logits(data).float()
+    if logits.shape != (len(data), ctx.stream.classes_per_head[data.head]):
+        raise RuntimeError(f"{strategy.name}: logits of shape {tuple(logits.shape)} for {len(data)} examples "
+                           f"and {ctx.stream.classes_per_head[data.head]} classes")
+    seen = ctx.seen_classes(after_task, data.head)
+    if seen and not ctx.stream.task_id_at_test:
+        allowed = torch.full((logits.shape[1],), float("-inf"))
+        allowed[seen] = 0.0
+        logits = logits + allowed
+    return logits
+
+
+def applies(stream) -> bool:
+    """Whether a stream has an open-world view: one shared head, no task id at test."""
+    return stream.num_heads == 1 and not stream.task_id_at_test
+
+
+def open_world_row(ctx, strategy, after_task: int, test_logits: list[torch.Tensor]) -> dict | None:
+    """The open-world metrics after task `after_task` from the test logits of every task (masked)."""
+    stream, t = ctx.stream, after_task
+    if not applies(stream):
+        return None
+    row: dict = {}
+    seen_scores = msp(torch.cat(test_logits[: t + 1]))
+    if stream.disjoint_labels and t < stream.num_tasks - 1:
+        row["unseen_auroc"] = auroc(seen_scores, msp(torch.cat(test_logits[t + 1:])))
+    if "test" in stream.unknown:
+        row["oos"] = _oos(ctx, strategy, t, test_logits, seen_scores)
+    return row or None
+
+
+def _correct(ctx, logits: list[torch.Tensor], split: str, upto: int) -> np.ndarray:
+    return np.concatenate([z.argmax(1).numpy() == ctx.split(j, split).labels for j, z in enumerate(logits[: upto + 1])])
+
+
+def _oos(ctx, strategy, t: int, test_logits, seen_scores) -> dict:
+    correct = _correct(ctx, test_logits, "test", t)
+    out_scores = msp(masked_logits(ctx, strategy, ctx.unknown_split("test"), t))
+    result = {"auroc": auroc(seen_scores, out_scores), "fpr_at_95_tpr": fpr_at_95_tpr(seen_scores, out_scores),
+              "closed_set_accuracy": float(correct.mean())}
+    if "validation" not in ctx.stream.unknown:
+        return result
+    val_logits = [masked_logits(ctx, strategy, ctx.split(j, "validation"), t) for j in range(t + 1)]
+    val_in = msp(torch.cat(val_logits))
+    val_out = msp(masked_logits(ctx, strategy, ctx.unknown_split("validation"), t))
+    correct_val = _correct(ctx, val_logits, "validation", t)
+    for rule in RULES:
+        threshold = choose_threshold(val_in, val_out, rule=rule, correct_in_val=correct_val)
+        result[rule] = {"threshold": threshold, "oos_recall": float(np.mean(out_scores > threshold)),
+                        "in_scope_accuracy": float(np.mean(correct & (seen_scores <= threshold)))}
+    return result
