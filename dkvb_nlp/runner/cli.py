@@ -7,7 +7,10 @@
     dkvb-nlp report runs/mine                             # rewrite tables and plots from results.json
     dkvb-nlp presets                                      # list the packaged presets
 
-With accelerate: `accelerate launch -m dkvb_nlp run ...` (or `accelerate launch benchmarks/run.py`).
+With accelerate: `accelerate launch -m dkvb_nlp run ...` (or `accelerate launch benchmarks/run.py`); pass
+`--num_processes`, `--num_machines`, `--mixed_precision`, `--dynamo_backend` (or run `accelerate config`), or
+accelerate warns about the defaults it filled in. `-q` prints only warnings and the final table, `-v` more;
+every line also goes to <output-dir>/run.log.
 Errors a user can cause print one line (`error: ...`) and exit with status 2.
 """
 
