@@ -1,6 +1,7 @@
 """The main job from a checkout: `dkvb-nlp run`'s flags (see dkvb_nlp/runner/cli.py).
 
-    accelerate launch benchmarks/run.py --scenario class_il            # CLINC150 15 x 10, DKVB + fine-tuning
+    accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no --dynamo_backend no \\
+        benchmarks/run.py --scenario class_il                           # CLINC150 15 x 10, DKVB + fine-tuning
     python benchmarks/run.py --scenario class_il --methods dkvb --seeds 0,1,2
     python benchmarks/run.py --config class_il --set dkvb.ridge=10 --output-dir runs/clinc
 

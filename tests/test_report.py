@@ -216,7 +216,7 @@ def test_write_report_writes_everything(tmp_path, capsys):
         "accuracy_matrix_dkvb.csv", "accuracy_matrix_dkvb_seed0.csv", "accuracy_matrix_dkvb_seed1.csv",
         "accuracy_matrix_finetune.csv", "accuracy_matrix_finetune_seed0.csv",
         "accuracy_matrix_finetune_seed1.csv",
-        "accuracy_heatmap_dkvb.png", "accuracy_heatmap_finetune.png",
+        "accuracy_heatmap_dkvb.png", "accuracy_heatmap_finetune.png", "report.html",
     }
     assert set(paths) == expected
     assert set(os.listdir(out)) == expected  # and no temp files

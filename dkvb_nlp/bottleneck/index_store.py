@@ -98,7 +98,8 @@ def index_array(shape: tuple[int, ...], dtype, folder: str | os.PathLike | None 
 
 @torch.no_grad()
 def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 1024,
-                    folder: str | os.PathLike | None = None, dtype=None) -> torch.Tensor:
+                    folder: str | os.PathLike | None = None, dtype=None, progress: bool = False,
+                    desc: str = "indexing") -> torch.Tensor:
     """Key indices of every text in a feature-cache entry: (N, T_max, C), -1 at padding.
 
     With pooling before the bottleneck ('mean_before' / 'cls') one vector per text: (N, C).
@@ -106,14 +107,16 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
     lives in a memory-mapped temporary file there (`index_array`), else in memory. Either way
     it is filled block by block (`batch_texts` texts, or the bottleneck's `chunk_size` pooled
     vectors), so at most one block of float32 states is in memory at a time. The index
-    values do not depend on the folder, dtype or memory size.
+    values do not depend on the folder, dtype or memory size. `progress` shows a bar of the blocks.
     """
+    from ..progress import progress_bar
+
     n, c = len(feats), bottleneck.num_codebooks
     dtype = index_dtype(bottleneck.num_keys) if dtype is None else np.dtype(dtype)
     if bottleneck.pooling in ("mean_before", "cls"):
         out = index_array((n, c), dtype, folder)
         step = bottleneck.chunk_size  # quantize() searches in chunks of this size: the same chunks
-        for start in range(0, n, step):
+        for start in progress_bar(range(0, n, step), desc=desc, enabled=progress, unit="block"):
             stop = min(n, start + step)
             if bottleneck.pooling == "mean_before":
                 rows = feats.pooled[start:stop]
@@ -125,7 +128,7 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
     t_max = int(lengths.max()) if n else 0
     out = index_array((n, t_max, c), dtype, folder)
     positions = np.arange(t_max)
-    for start in range(0, n, batch_texts):
+    for start in progress_bar(range(0, n, batch_texts), desc=desc, enabled=progress, unit="block"):
         stop = min(n, start + batch_texts)
         lo, hi = int(feats.offsets[start]), int(feats.offsets[stop])
         rows = torch.from_numpy(np.asarray(feats.states[lo:hi], dtype=np.float32))

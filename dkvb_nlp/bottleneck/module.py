@@ -262,12 +262,10 @@ class KeyValueBottleneck(nn.Module):
             dead_key_threshold=dead_key_threshold, search=self.search, seed=self._config["seed"],
         )
         for epoch in range(epochs):
-            iterator = batches
-            if progress:
-                from tqdm.auto import tqdm
+            from ..progress import progress_bar
 
-                iterator = tqdm(batches, desc=f"key init epoch {epoch + 1}/{epochs}")
-            for batch in iterator:
+            for batch in progress_bar(batches, desc=f"key init epoch {epoch + 1}/{epochs}", enabled=progress,
+                                      unit="block"):
                 x, mask = batch if isinstance(batch, (tuple, list)) else (batch, None)
                 self._check_features(x, mask)
                 rows, _, _ = self._valid_rows(x, mask)

@@ -98,9 +98,9 @@ def iter_encoded(
         progress = len(texts) > 2000
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        bar = tqdm(total=len(texts), desc="encoding", unit="text")
+        bar = progress_bar(total=len(texts), desc="encoding", unit="text")
     was_training = encoder.training
     encoder.eval()
 

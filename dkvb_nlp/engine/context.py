@@ -55,6 +55,29 @@ class RunContext:
         self._splits: dict[tuple[int, str], SplitData] = {}
         self._features: dict[tuple[int, str], CachedFeatures] = {}
         self._pools: dict[tuple[str, bool], TextPool] = {}
+        self._report: Callable[[dict], None] | None = None
+
+    def log(self, values: dict[str, float]) -> None:
+        """A strategy's scalars for the run's trackers (e.g. `{"train/loss": 0.41}` after an epoch).
+
+        The engine routes them while a method runs (`engine.tracking`); otherwise they are dropped,
+        so a strategy may always call it."""
+        if self._report is not None:
+            self._report(dict(values))
+
+    def reporting_to(self, report: Callable[[dict], None] | None):
+        """Context manager: `log` goes to `report` inside the block."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope():
+            previous, self._report = self._report, report
+            try:
+                yield self
+            finally:
+                self._report = previous
+
+        return scope()
 
     @property
     def num_tasks(self) -> int:

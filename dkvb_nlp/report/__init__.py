@@ -3,10 +3,11 @@
 One idea per module (the results.json schema itself, read/write and versions, is the neutral
 `dkvb_nlp.results`, which the engine writes records with): `aggregate` (grouping runs by
 method, mean/std over seeds), `tables`, `matrix_csv`, `plots`, `naming` (output file names),
-`writer` (write_report). Atomic writes live in `dkvb_nlp.io`.
+`html` (report.html), `writer` (write_report). Atomic writes live in `dkvb_nlp.io`.
 """
 
 from .aggregate import MethodSummary, aggregate, group_runs
+from .html import report_html
 from .matrix_csv import accuracy_csv_texts, write_accuracy_csvs
 from .plots import plot_pngs, write_plots
 from ..results import (
@@ -33,6 +34,7 @@ __all__ = [
     "plot_pngs",
     "print_table",
     "read_results",
+    "report_html",
     "validate_results",
     "versions",
     "write_accuracy_csvs",

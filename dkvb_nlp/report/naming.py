@@ -6,6 +6,7 @@
   when the method has two or more seeds
 - `accuracy_heatmap_<method>.png`: heatmap of the mean matrix
 - `accuracy_curves.png`: average accuracy on seen tasks and on all tasks, all methods
+- `report.html`: the table and every plot on one self-contained page (html.py)
 
 `<method>` is the group label (see aggregate.py) with every character outside
 [A-Za-z0-9._-] replaced by "_".
@@ -18,6 +19,7 @@ from typing import Iterable
 
 __all__ = [
     "CURVES_PNG",
+    "REPORT_HTML",
     "RESULTS_JSON",
     "SUMMARY_MD",
     "SUMMARY_TXT",
@@ -31,6 +33,7 @@ RESULTS_JSON = "results.json"
 SUMMARY_TXT = "summary.txt"
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "accuracy_curves.png"
+REPORT_HTML = "report.html"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

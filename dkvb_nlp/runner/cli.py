@@ -7,7 +7,10 @@
     dkvb-nlp report runs/mine                             # rewrite tables and plots from results.json
     dkvb-nlp presets                                      # list the packaged presets
 
-With accelerate: `accelerate launch -m dkvb_nlp run ...` (or `accelerate launch benchmarks/run.py`).
+With accelerate: `accelerate launch -m dkvb_nlp run ...` (or `accelerate launch benchmarks/run.py`); pass
+`--num_processes`, `--num_machines`, `--mixed_precision`, `--dynamo_backend` (or run `accelerate config`), or
+accelerate warns about the defaults it filled in. `-q` prints only warnings and the final table, `-v` more;
+every line also goes to <output-dir>/run.log.
 Errors a user can cause print one line (`error: ...`) and exit with status 2.
 """
 
@@ -18,9 +21,10 @@ import sys
 
 RUN_EPILOG = """\
 Writes to --output-dir: results.json, accuracy_matrix_<method>.csv, PNG plots, summary.txt/.md,
+report.html (the table and plots on one page), run.log (every line the run printed, with times),
+logs/<method>_seed<k>/ (the --report-to tracker: losses, accuracy rows, timings, configuration),
 checkpoints/<method>/seed<k>/ after every task (`--resume` continues from them, only with the
-settings and data recorded in run_identity.json) and, for DKVB, the trained model in
-models/. One run at a time per --output-dir: it is locked (`.lock`, holding the pid) for the
+settings and data recorded in run_identity.json) and, for DKVB, the trained model in models/. One run at a time per --output-dir: it is locked (`.lock`, holding the pid) for the
 run's life. Two CPU processes: `accelerate launch --multi_gpu --num_processes 2 -m dkvb_nlp run ...`.
 """
 
@@ -40,7 +44,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="tokens per text")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --output-dir")
     p.add_argument("--overwrite", action="store_true", help="start over even if --output-dir holds a run")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (none either when stderr is not a "
+                                                                "terminal)")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also debug lines, and third-party progress bars and notices")
+    p.add_argument("-q", "--quiet", action="count", default=0,
+                   help="only warnings, errors and the final table; no progress bars (run.log keeps every line)")
+    p.add_argument("--report-to", metavar="TRACKER",
+                   help="experiment tracker of each method and seed: none, csv (default: "
+                        "<output-dir>/logs/<method>_seed<k>/metrics.csv), tensorboard, wandb, mlflow")
     p.add_argument("--export", choices=("none", "final", "every_task"),
                    help="trained DKVB models to <output-dir>/models/<method>_seed<k>/ (default final)")
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
@@ -64,7 +76,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
     for flag, key in (("scenario", "scenario"), ("dataset", "dataset"), ("encoder", "encoder"),
                       ("output_dir", "output_dir"), ("cache_dir", "cache_dir"),
                       ("max_train_per_class", "max_train_per_class"), ("max_length", "max_length"),
-                      ("export", "export")):
+                      ("export", "export"), ("report_to", "report_to")):
         if getattr(args, flag) is not None:
             out[key] = getattr(args, flag)
     if args.methods is not None:
@@ -76,7 +88,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
             raise ValueError(f"--seeds {args.seeds!r}: give comma-separated integers, e.g. 0,1,2") from None
     if args.resume:
         out["resume"] = True
-    if args.no_progress:
+    if args.no_progress or args.quiet:
         out["progress"] = False
     for item in args.set:
         key, eq, raw = item.partition("=")
@@ -91,14 +103,18 @@ def run_main(argv=None, prog: str | None = None) -> int:
     args = parse_run_args(argv, prog)
 
     def job() -> int:
+        from ..engine.distributed import process_state
         from .config import load_config
+        from .logs import console, verbosity_from
         from .main_job import run
         from .plugins import load_plugins
         from .presets import resolve_preset
 
-        load_plugins(args.plugin)
-        config = resolve_preset(args.config) if args.config is not None else None
-        return run(load_config(config, overrides_from(args)), overwrite=args.overwrite)
+        verbosity = verbosity_from(args.verbose, args.quiet)
+        with console(verbosity, main_process=process_state().is_main_process):
+            load_plugins(args.plugin)
+            config = resolve_preset(args.config) if args.config is not None else None
+            return run(load_config(config, overrides_from(args)), overwrite=args.overwrite, verbosity=verbosity)
 
     return _guarded(job, "interrupted; continue with --resume")
 
@@ -121,7 +137,7 @@ def report_main(argv=None, prog: str | None = None) -> int:
             raise ValueError(f"{args.folder!r} holds no results.json (give a run's --output-dir)")
         out = Path(args.output_dir) if args.output_dir else path.parent
         write_report(read_results(path), out, echo=True)
-        print(f"wrote the report to {out}")
+        print(f"wrote the report to {out} (one page: {out / 'report.html'})")
         return 0
 
     return _guarded(job)

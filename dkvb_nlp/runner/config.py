@@ -50,6 +50,9 @@ class RunConfig:
     # Trained models written to <output_dir>/models/<method>_seed<k>/ (methods that can: dkvb,
     # dkvb_joint): 'final' (after the last task), 'every_task' (also task<t>/ after each), 'none'.
     export: str = _result_free("final")
+    # Experiment tracker of each (method, seed): none, csv (<output_dir>/logs/<method>_seed<k>/metrics.csv;
+    # the default: offline, no package, and every run keeps its losses), tensorboard, wandb, mlflow.
+    report_to: str = _result_free("csv")
     max_train_per_class: int | None = bounded(None, ge=1, integer=True)  # cap training examples per class per task
     scenario_options: dict = dataclasses.field(default_factory=dict)  # passed to the scenario builder
     method_options: dict = dataclasses.field(default_factory=dict)  # {method: {option: value}}
@@ -86,6 +89,9 @@ class RunConfig:
             raise ValueError(f"autocast={self.autocast!r}; accepted: auto, bf16, off")
         if self.export not in EXPORTS:
             raise ValueError(f"export={self.export!r}; accepted: {', '.join(EXPORTS)}")
+        from ..engine.tracking import check_report_to
+
+        check_report_to(self.report_to)
         from ..strategies.base import build_options
 
         for m in dict.fromkeys([*self.methods, *self.method_options]):  # options of methods not run, too
@@ -124,6 +130,7 @@ _TYPES = {
     "resume": ((bool,), "true or false"),
     "progress": ((bool,), "true or false"),
     "export": ((str,), "none, final or every_task"),
+    "report_to": ((str,), "none, csv, tensorboard, wandb or mlflow"),
     "max_train_per_class": ((int, type(None)), "an integer or null"),
     "scenario_options": ((dict,), "a mapping of scenario options"),
     "method_options": ((dict,), "a mapping {method: {option: value}}"),

@@ -11,8 +11,13 @@ locked (`.lock`, holding the pid) for the run's life. The command line is `runne
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
+
+from .logs import ALWAYS, NORMAL, run_log
+
+logger = logging.getLogger(__name__)
 
 
 def stream_options(cfg, seed: int) -> dict:
@@ -32,7 +37,8 @@ def build_stream(cfg, seed: int):
     return build_scenario(cfg.scenario, **stream_options(cfg, seed))
 
 
-def run(cfg, overwrite: bool = False) -> int:
+def run(cfg, overwrite: bool = False, verbosity: int = NORMAL) -> int:
+    """Run the job `cfg` describes; its lines go to the `dkvb_nlp` logger and to <output_dir>/run.log."""
     from ..engine.distributed import process_state
     from ..engine.folder_lock import lock_folder
 
@@ -40,7 +46,10 @@ def run(cfg, overwrite: bool = False) -> int:
     # One run per folder: a second run on it is refused at once (the OS drops the lock on any exit).
     lock = lock_folder(cfg.output_dir) if process.is_main_process else None
     try:
-        return _run(cfg, overwrite, process)
+        with run_log(cfg.output_dir, verbosity, enabled=process.is_main_process):
+            logger.debug("run in %s, resume=%s, overwrite=%s, %d process(es)", cfg.output_dir, cfg.resume, overwrite,
+                         process.num_processes)
+            return _run(cfg, overwrite, process)
     finally:
         if lock is not None:
             lock.release()
@@ -52,6 +61,7 @@ def _run(cfg, overwrite: bool, process) -> int:
     from ..engine.feature_cache import FeatureCache
     from .identity import IDENTITY_FILE, check_resume, make_identity, stream_fingerprint, write_identity
     from ..engine.loop import run_continual
+    from ..engine.tracking import LOGS_DIR, open_tracked_run
     from ..faults import crash_point
     from ..io import atomic_write_json
     from ..report import make_results, versions, write_report
@@ -70,7 +80,7 @@ def _run(cfg, overwrite: bool, process) -> int:
         shutil.rmtree(ckpt_root, ignore_errors=True)
         (out / IDENTITY_FILE).unlink(missing_ok=True)
     process.wait_for_everyone()
-    say = process.print
+    say = logger.info  # the console shows it on the main process only (runner/logs.py)
     started = time.perf_counter()
     encoder, tokenizer = load_encoder(cfg.encoder), load_tokenizer(cfg.encoder)
     cache = FeatureCache(encoder, tokenizer, cfg.cache_dir, max_length=cfg.max_length, autocast=cfg.autocast,
@@ -114,8 +124,16 @@ def _run(cfg, overwrite: bool, process) -> int:
             model_dir = out / "models" / f"{method}_seed{seed}"
             every_task = (lambda t: strategy.export(model_dir / f"task{t}")) \
                 if exporting and cfg.export == "every_task" else None
-            run_record = run_continual(ctx, strategy, dataset=dataset, checkpoint_dir=ckpt_root / method / f"seed{seed}",
-                                       resume=cfg.resume, log=say, after_task=every_task)
+            tracker = open_tracked_run(cfg.report_to, out / LOGS_DIR, f"{method}_seed{seed}",
+                                       {**cfg.to_dict(), "method": method, "seed": seed,
+                                        "method_options": _jsonable(strategy.opts)},
+                                       group=out.resolve().name, main_process=process.is_main_process)
+            try:
+                run_record = run_continual(ctx, strategy, dataset=dataset,
+                                           checkpoint_dir=ckpt_root / method / f"seed{seed}", resume=cfg.resume,
+                                           log=say, after_task=every_task, tracker=tracker)
+            finally:
+                tracker.close()
             if process.is_main_process:
                 if exporting:
                     t_export = time.perf_counter()
@@ -136,7 +154,10 @@ def _run(cfg, overwrite: bool, process) -> int:
               "processes": process.num_processes}
     results = make_results(runs, config=config, versions_=versions())
     if process.is_main_process:
-        write_report(results, out, echo=True)
+        from ..report import format_table
+
+        write_report(results, out, echo=False)
+        logger.info("%s", format_table(results, "text").rstrip("\n"), extra=ALWAYS)  # shown even with -q
         say(f"wrote {out}/results.json and the reports in {timings['total_seconds']:.0f}s")
     process.wait_for_everyone()
     return 0
@@ -152,3 +173,10 @@ def _finished(path: Path, say) -> dict | None:
         say(f"{path} is damaged ({' '.join(str(err).split())}); redoing it from its checkpoints")
         return None
     return record if isinstance(record, dict) and "accuracy_matrix" in record else None
+
+
+def _jsonable(opts) -> dict:
+    """A strategy's options as a dict (the tracker's configuration of the run)."""
+    import dataclasses
+
+    return dataclasses.asdict(opts) if dataclasses.is_dataclass(opts) else {}

@@ -30,6 +30,7 @@ from ..bottleneck.value_rules import attach_config_rule, back_logits
 from ..engine.bounds import bounded
 from ..engine.context import SplitData
 from ..faults import crash_point
+from ..progress import progress_bar
 from .base import Strategy
 from .dkvb_export import export_model, model_config
 from ..modeling.configuration_dkvb import config_default as _D
@@ -131,7 +132,7 @@ class DKVBStrategy(Strategy):
             return
         o = self.opts
         self.front.init_keys(Reiterable(lambda: self._key_init_rows()), epochs=o.key_init_epochs,
-                             decay=o.ema_decay, dead_key_threshold=o.dead_key_threshold)
+                             decay=o.ema_decay, dead_key_threshold=o.dead_key_threshold, progress=self._bars)
         crash_point("dkvb.keys_ready")
 
     def _key_init_features(self):
@@ -172,8 +173,15 @@ class DKVBStrategy(Strategy):
         """
         key = (data.task_id, data.split)
         if key not in self._indices:
-            self._indices[key] = quantize_cached(self.front, data.features(), folder=self._index_folder())
+            self._indices[key] = quantize_cached(self.front, data.features(), folder=self._index_folder(),
+                                                 progress=self._bars,
+                                                 desc=f"{self.name} indexing task {data.task_id + 1} {data.split}")
         return self._indices[key]
+
+    @property
+    def _bars(self) -> bool:
+        """Whether this process draws progress bars (the main one, when the run shows them)."""
+        return self.ctx.progress and self.ctx.process.is_main_process
 
     def _index_folder(self) -> Path | None:
         # The cache folder itself, not a subfolder: every entry of a cache folder is a complete
@@ -216,8 +224,11 @@ class DKVBStrategy(Strategy):
         loss_classes = task_classes if o.loss_classes == "task" else None
         sgd = ValueSGD(head, lr=o.lr, label_smoothing=o.label_smoothing, decoder_optimizer=dec_opt,
                        length_free=o.lr_scale == "length_free", loss_classes=loss_classes)
-        for _ in range(o.epochs):
-            sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)
+        bar = progress_bar(range(o.epochs), desc=f"{self.name} values", enabled=self._bars, unit="epoch")
+        for _ in bar:
+            loss = sgd.epoch(idx, labels, batch_size=o.batch_size, generator=gen)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
+            self.ctx.log({"train/loss": loss})
 
     @torch.no_grad()
     def logits(self, data: SplitData) -> torch.Tensor:

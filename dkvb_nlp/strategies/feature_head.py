@@ -143,6 +143,7 @@ class FeatureHeadStrategy(Strategy):
                 batches += [(g, order[s : s + o.batch_size]) for s in range(0, len(order), o.batch_size)]
             if len(groups) > 1:  # interleave the heads' batches in a random order
                 batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+            total, count = 0.0, 0
             for g, rows in batches:
                 head, x, y = groups[g]
                 xb, yb = x[rows], y[rows]
@@ -152,6 +153,8 @@ class FeatureHeadStrategy(Strategy):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                total, count = total + float(loss.detach()) * len(rows), count + len(rows)
+            self.ctx.log({"train/loss": total / max(1, count)})  # the epoch's mean batch loss per example
         self.heads.eval()
 
     def loss_on(self, task_id: int, x: torch.Tensor, y: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:

@@ -118,15 +118,19 @@ class FinetuneStrategy(Strategy):
         bar = self._bar(o.epochs * ((len(data) + o.batch_size - 1) // o.batch_size), f"finetune task {task_id + 1}")
         for _ in range(o.epochs):
             order = torch.randperm(len(data), generator=gen).tolist()
+            total = 0.0
             for rows, enc in self._batches(data, order, o.batch_size):
-                self._step(optimizer, data.head, enc, labels_all[rows], allowed)
+                total += self._step(optimizer, data.head, enc, labels_all[rows], allowed) * len(rows)
                 if bar is not None:
                     bar.update(1)
+            self.ctx.log({"train/loss": total / max(1, len(order))})
         if bar is not None:
             bar.close()
 
-    def _step(self, optimizer, head: int, enc: dict, labels: torch.Tensor, allowed: torch.Tensor) -> None:
-        """One update on a global batch: each process takes its slice (split_batches semantics)."""
+    def _step(self, optimizer, head: int, enc: dict, labels: torch.Tensor, allowed: torch.Tensor) -> float:
+        """One update on a global batch: each process takes its slice (split_batches semantics).
+
+        Returns the mean loss over this process's slice of the batch (the whole batch with one process)."""
         acc, o = self.accelerator, self.opts
         n, world, rank = labels.shape[0], acc.num_processes, acc.process_index
         share = slice(rank * n // world, (rank + 1) * n // world)
@@ -139,13 +143,14 @@ class FinetuneStrategy(Strategy):
         acc.clip_grad_norm_(self.model.parameters(), o.max_grad_norm)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach()) * n / max(1, y.shape[0])
 
     def _bar(self, total: int, desc: str):
         if not (self.ctx.progress and self.accelerator.is_main_process):
             return None
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
-        return tqdm(total=total, desc=desc, leave=False)
+        return progress_bar(total=total, desc=desc, unit="batch")
 
     @torch.no_grad()
     def logits(self, data: SplitData) -> torch.Tensor:
