@@ -170,11 +170,11 @@ def test_task_type_il_on_in_memory_datasets():
 
 
 def test_unknown_scenario_and_unknown_option():
-    with pytest.raises(ValueError, match=r"unknown scenario 'online'; accepted: class_il, domain_il, task_type_il"):
+    with pytest.raises(ValueError, match=r"unknown scenario 'online'; accepted: class_il, domain_il, stream_il, task_type_il"):
         build_scenario("online")
     with pytest.raises(ValueError, match=r"does not take option\(s\) \['tasks'\]; accepted: dataset, .*seed"):
         build_scenario("class_il", tasks=3)
-    assert SCENARIOS.names() == ["class_il", "domain_il", "task_type_il"]
+    assert SCENARIOS.names() == ["class_il", "domain_il", "stream_il", "task_type_il"]
 
 
 def test_domain_il_needs_domains_that_share_labels():

@@ -14,8 +14,9 @@ from .scenarios import SCENARIOS, build_scenario, class_il, dataset_options, dom
 from .schema import LABEL_ID, label_names, normalize_text_dataset
 from .splits import resolve_splits
 from .stream import Task, TaskStream, validate_stream
+from .stream_il import stream_il  # registers the 'stream_il' scenario
 
 __all__ = ["DATASETS", "DATA_DIR_ENV", "DatasetSpec", "FILE_FORMATS", "LABEL_ID", "SCENARIOS", "SOURCES", "Task",
            "TaskStream", "build_scenario", "class_il", "data_roots", "dataset_options", "dataset_names", "domain_il", "label_names",
            "load_local_folder", "load_text_dataset", "normalize_text_dataset", "packaged_path", "resolve_splits",
-           "scenario_options", "task_type_il", "validate_stream"]
+           "scenario_options", "stream_il", "task_type_il", "validate_stream"]

@@ -12,6 +12,8 @@
   other classes are then left out of the stream.
 - ``task_type_il``: one dataset per task, one head per task (default GLUE RTE, MRPC, QQP, SST-2).
   `seed` s picks the s-th of the n! task orders (seeds 0..23 enumerate the 24 GLUE orders).
+- ``stream_il`` (`stream_il.py`): task-free; classes arrive in one blurry pass, evaluated every
+  `chunk_size` examples on the classes seen so far (default CLINC150).
 
 Shared options: `seed` (task/class order; 0 keeps the canonical order: sorted domains, sorted
 labels, the datasets as given), `data_seed` (validation carving and per-class caps, kept apart

@@ -12,6 +12,7 @@ is rendered to bytes and written atomically.
   position (see aggregate.py); the title says which when the orders differ.
 - `accuracy_curves.png`: two panels, x = tasks trained so far; left: average accuracy on the
   tasks seen so far (the points whose mean is AIA), right: average accuracy on all tasks.
+  Above 15 tasks (stream_il's 30 chunks, named by the examples they hold) every k-th tick is labelled, counting back from the last.
   Lines are means over seeds, bands mean ± std (sample std; none for a single seed).
 
 Every method has its own (colour, marker) pair (`method_styles`): the known methods a fixed
@@ -179,6 +180,16 @@ def _position_names(s: MethodSummary) -> list[str]:
     return s.task_names if s.order == "shared" else [f"task{j + 1}" for j in range(len(s.task_names))]
 
 
+# Above this many tasks (a stream_il run has 30 chunks) the curves label every k-th tick only.
+LABEL_MAX_TICKS = 15
+
+
+def _thinned(names: Sequence[str]) -> list[str]:
+    """Tick labels with at most about LABEL_MAX_TICKS shown (the last always); the others blank."""
+    step = -(-len(names) // LABEL_MAX_TICKS)
+    return [n if (len(names) - 1 - j) % step == 0 else "" for j, n in enumerate(names)]
+
+
 def curves_figure(summaries: Sequence[MethodSummary], styles: Mapping[str, MethodStyle] | None = None):
     """The Figure of curves_png; `styles` (label -> MethodStyle) defaults to method_styles."""
     if not summaries:
@@ -205,7 +216,7 @@ def curves_figure(summaries: Sequence[MethodSummary], styles: Mapping[str, Metho
     for ax, title in zip((ax_seen, ax_all), titles):
         ax.set_title(title)
         ax.set_xlabel("after training task")
-        ax.set_xticks(range(1, t + 1), labels=_position_names(longest), rotation=45, ha="right",
+        ax.set_xticks(range(1, t + 1), labels=_thinned(_position_names(longest)), rotation=45, ha="right",
                       rotation_mode="anchor")
         ax.grid(True, alpha=0.3)
     ax_seen.set_ylabel("accuracy (%)")

@@ -33,7 +33,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The main job's flags (shared by `dkvb-nlp run` and benchmarks/run.py)."""
     p.add_argument("--config", help="a packaged preset's name (e.g. class_il, quick; `dkvb-nlp presets` lists "
                                     "them) or a YAML file; flags below override it")
-    p.add_argument("--scenario", help="class_il | domain_il | task_type_il")
+    p.add_argument("--scenario", help="class_il | domain_il | task_type_il | stream_il")
     p.add_argument("--dataset", help="dataset name or folder (task_type_il: comma-separated list)")
     p.add_argument("--methods", help="comma-separated, e.g. dkvb,finetune")
     p.add_argument("--encoder", help="hub id, local folder, or a packaged offline copy")

@@ -1,6 +1,6 @@
 """The main job's configuration: YAML presets, overridden by command-line flags, checked early.
 
-    scenario: class_il            # class_il | domain_il | task_type_il
+    scenario: class_il            # class_il | domain_il | task_type_il | stream_il
     dataset: clinc150             # a name, or a folder of <split>.jsonl.gz / .jsonl / .csv / .parquet
     methods: [dkvb, finetune]
     seeds: [0]
