@@ -2,7 +2,8 @@
 
 A small pluggable piece, every backend exact: `avx2` (our fused kernel, `native.py`: distances
 stay in registers; the fast path on x86-64 CPUs), `faiss` (IndexFlatL2 brute force,
-BLAS-backed) and `torch` (chunked `baddbmm` + `argmin`; runs on any device). `auto` picks, for
+BLAS-backed), `torch` (chunked `baddbmm` + `argmin`; runs on any device) and `matmul`
+(`search_matmul.py`: bf16 or float32 matmul scores, a proved error bound, float64 re-rank). `auto` picks, for
 CPU tensors, `avx2` when it compiles and loads, else faiss when installed, else torch; torch
 on other devices.
 """
@@ -14,6 +15,7 @@ from typing import Callable
 import torch
 
 from ..registry import Registry
+from .search_matmul import matmul_search
 
 # A search takes heads (N, C, dk) and keys (C, K, dk) and returns (squared distances, indices),
 # both (N, C); indices are int64.
@@ -81,6 +83,11 @@ def avx2_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, 
     from .native import nearest
 
     return nearest(heads, keys)
+
+
+# Low-precision matmul scores + a proved error bound + float64 re-rank (search_matmul.py): bf16 where
+# the machine multiplies bf16 natively, else float32.
+SEARCHES.register("matmul")(matmul_search)
 
 
 def faiss_available() -> bool:
