@@ -1,11 +1,14 @@
 """The matmul search backend: equal to the float64 brute force (indices and distances) in float32
-and bf16, on random and near-tie inputs; its error bound holds."""
+and bf16, on random and near-tie inputs; its error bound holds; 'auto' measures once and caches."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
 
+from dkvb_nlp.bottleneck import search_auto
 from dkvb_nlp.bottleneck.search_matmul import error_coefficients, matmul_search
 
 PRECISIONS = ("float32", "bfloat16")
@@ -95,3 +98,28 @@ def test_errors_name_the_bad_value():
     with pytest.raises(ValueError, match=r"disagree: \(2, 1, 3\) and \(2, 4, 3\)"):
         matmul_search(torch.randn(2, 1, 3), torch.randn(2, 4, 3))
 
+
+def test_auto_measures_once_keeps_the_rule_unless_clearly_faster_and_caches(monkeypatch, tmp_path):
+    monkeypatch.setenv("DKVB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(search_auto, "rule_choice", lambda device: "torch")
+    calls = []
+
+    def fake(times):
+        def measure(names, device, repeats=2):
+            calls.append(names)
+            return {name: times[name] for name in names}
+        return measure
+
+    for times, expected in (({"torch": 1.0, "matmul": 0.9}, "torch"), ({"torch": 1.0, "matmul": 0.5}, "matmul")):
+        (tmp_path / "kernels" / search_auto.CACHE_NAME).unlink(missing_ok=True)
+        search_auto.choose.cache_clear()
+        monkeypatch.setattr(search_auto, "measure", fake(times))
+        assert search_auto.choose("cpu") == expected
+        assert search_auto.choose("cpu") == expected  # in memory
+        search_auto.choose.cache_clear()
+        assert search_auto.choose("cpu") == expected  # from the file
+    assert calls == [["torch", "matmul"]] * 2
+    record, = json.loads((tmp_path / "kernels" / search_auto.CACHE_NAME).read_text()).values()
+    assert record["backend"] == "matmul" and record["rule"] == "torch"
+    assert "search 'auto' = matmul on cpu" in search_auto.explain("cpu")
+    search_auto.choose.cache_clear()
