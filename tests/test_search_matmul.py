@@ -92,6 +92,22 @@ def test_the_error_bound_holds_for_the_scores_as_computed(precision):
     assert float((err / bound).max()) > 1e-3  # and it is not vacuous
 
 
+def test_float32_matmuls_in_reduced_precision_use_the_loose_bound():
+    from dkvb_nlp.bottleneck.search_matmul import ieee_float32_matmuls
+
+    matmul = torch.backends.mkldnn.matmul
+    saved = matmul.fp32_precision
+    gen = torch.Generator().manual_seed(6)
+    heads, keys = torch.randn(50, 2, 24, generator=gen), torch.randn(2, 300, 24, generator=gen)
+    try:
+        matmul.fp32_precision = "bf16"
+        assert not ieee_float32_matmuls(torch.device("cpu"))
+        assert_exact(heads, keys, "float32")
+    finally:
+        matmul.fp32_precision = saved
+    assert ieee_float32_matmuls(torch.device("cpu")) == (torch.get_float32_matmul_precision() == "highest")
+
+
 def test_errors_name_the_bad_value():
     with pytest.raises(ValueError, match="unknown precision 'fp8'"):
         matmul_search(torch.randn(2, 1, 3), torch.randn(1, 4, 3), precision="fp8")
@@ -105,7 +121,7 @@ def test_auto_measures_once_keeps_the_rule_unless_clearly_faster_and_caches(monk
     calls = []
 
     def fake(times):
-        def measure(names, device, repeats=2):
+        def measure(names, device, repeats=3):
             calls.append(names)
             return {name: times[name] for name in names}
         return measure

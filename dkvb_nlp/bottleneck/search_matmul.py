@@ -24,8 +24,9 @@ and s = sum_i |x_i k_i| <= |x| |k| (Cauchy-Schwarz). The computed score S(k) is
   returned in bf16 (torch's CPU matmul has no float32 output for bf16 inputs), within b |acc|,
   so |P - x.k| <= beta s with beta = e2 + b (1 + e2); then S = kk32 - 2P in float32, one more
   rounding. So A = 2u + u (1 + 2u), B = 2 beta + 2u (1 + beta).
-  If float32 matmuls are allowed a reduced precision (`torch.set_float32_matmul_precision` not
-  'highest': TF32, bf16 or bf16x3 inside), the float32 path uses this bound too: it covers them.
+  If float32 matmuls may run in a reduced precision (TF32, bf16 or bf16x3 inside, by torch's
+  precision settings: `ieee_float32_matmuls`), the float32 path adds |k|^2 outside the product and
+  uses this bound, which covers them.
 Underflow adds absolute errors [Higham, (2.8)]: at most 2^-150 per float32 product and 2^-134 per
 bf16 rounding (input component or result; sums that land among subnormals are exact), so
 eta = (4d + 8) 2^-149 + 2^-132 sqrt(d) (|x| + M) covers them (M = max |k| over the codebook).
@@ -95,6 +96,18 @@ def default_precision(device: torch.device) -> str:
 
         return "bfloat16" if native_bf16() else "float32"
     return "float32"
+
+
+def ieee_float32_matmuls(device: torch.device) -> bool:
+    """False when float32 matmuls on `device` may run in TF32 or bf16 (torch's precision settings)."""
+    backend = torch.backends.cuda.matmul if device.type == "cuda" else getattr(torch.backends.mkldnn, "matmul", None)
+    setting = getattr(backend, "fp32_precision", "none")
+    if setting != "none":
+        return setting == "ieee"
+    try:
+        return torch.get_float32_matmul_precision() == "highest"
+    except RuntimeError:  # legacy and new settings mixed: assume the worst
+        return False
 
 
 @contextlib.contextmanager
@@ -167,8 +180,7 @@ def matmul_search(heads: torch.Tensor, keys: torch.Tensor, precision: str = "aut
         return torch.empty(0, c, dtype=out_dtype, device=device), torch.empty(0, c, dtype=torch.long, device=device)
     if precision == "auto":
         precision = default_precision(device)
-    reduced_fp32 = torch.get_float32_matmul_precision() != "highest"
-    bound = "bfloat16" if precision == "bfloat16" or reduced_fp32 else "float32"
+    bound = "float32" if precision == "float32" and ieee_float32_matmuls(device) else "bfloat16"
     coef_a, coef_b = error_coefficients(bound, d)
     eta_fixed, eta_norm = (4 * d + 8) * 2.0 ** -149, 2.0 ** -132 * math.sqrt(d)
 
@@ -183,7 +195,8 @@ def matmul_search(heads: torch.Tensor, keys: torch.Tensor, precision: str = "aut
         return dists.to(out_dtype), index
     kk32 = key_norm.square().float().unsqueeze(1)  # (C, 1, K); within 2u of |k|^2
     work = torch.bfloat16 if precision == "bfloat16" else torch.float32
-    if work == torch.float32:  # |k|^2 as a (d+1)-th term of the product: no separate pass to add it
+    fold = bound == "float32"  # only then may |k|^2 ride in the product (bf16 inside would round it)
+    if fold:  # |k|^2 as a (d+1)-th term of the product: no separate pass to add it
         keys_t = torch.cat([-2.0 * keys32, kk32.transpose(1, 2)], dim=2).transpose(1, 2).contiguous()
     else:
         keys_t = keys32.to(work).transpose(1, 2).contiguous()  # (C, d, K)
@@ -205,7 +218,7 @@ def matmul_search(heads: torch.Tensor, keys: torch.Tensor, precision: str = "aut
                     stats["reranked"] += d64.numel()
                 continue
             x = block.transpose(0, 1).float()
-            if work == torch.float32:
+            if fold:
                 scores = torch.bmm(torch.cat([x, x.new_ones(c, x.shape[1], 1)], dim=2), keys_t)
             else:
                 scores = torch.sub(kk32, torch.bmm(x.to(work), keys_t).float(), alpha=2.0)
