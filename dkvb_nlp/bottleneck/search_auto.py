@@ -3,8 +3,9 @@
 Today's rule (`rule_choice`: the fused AVX2 kernel on x86-64 CPUs, else faiss, else torch) is the
 default; the matmul backend (`search_matmul.py`) replaces it only when a small probe measures it
 at least `MARGIN` times faster, so noise on a shared machine does not flip the choice. The probe
-(1,024 x 2 queries, 1,024 keys of 24 dims, best of 2; a challenger stops after one run
-that cannot win) takes well under a second and runs once
+(256 x 16 queries against the default 16 x 4096 keys of 24 dims, best of 3; a challenger stops
+after a run that cannot win; a smaller probe measured fixed costs and scheduler noise, not search)
+takes well under a second and runs once
 per machine kind: the choice is stored in `$DKVB_CACHE_DIR/kernels/search_auto.json` under a key
 made of the CPU model and flags, torch version, threads and device type, and kept in memory for
 the process. `explain()` says which backend was chosen and the measured times.
@@ -27,7 +28,7 @@ from ..io import default_cache_dir
 logger = logging.getLogger(__name__)
 
 MARGIN = 1.25  # a challenger must be this many times faster than the rule's choice
-PROBE = {"n": 1024, "c": 2, "k": 1024, "d": 24}
+PROBE = {"n": 256, "c": 16, "k": 4096, "d": 24}  # the default DKVB codebooks, few queries
 CACHE_NAME = "search_auto.json"
 CHALLENGERS = ("matmul",)
 
@@ -62,7 +63,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(names: list[str], device: torch.device, repeats: int = 2) -> dict[str, float]:
+def measure(names: list[str], device: torch.device, repeats: int = 3) -> dict[str, float]:
     """Best-of-`repeats` seconds of each backend on the probe (after one small warm-up call); a backend
     after the first stops early once it is slower than the first divided by `MARGIN`."""
     from .search import SEARCHES
@@ -73,7 +74,7 @@ def measure(names: list[str], device: torch.device, repeats: int = 2) -> dict[st
     seconds = {}
     for name in names:
         fn = SEARCHES.get(name)
-        fn(heads[:64], keys)
+        fn(heads[:8], keys)
         best = float("inf")
         for _ in range(repeats):
             _sync(device)
