@@ -28,8 +28,9 @@ and s = sum_i |x_i k_i| <= |x| |k| (Cauchy-Schwarz). The computed score S(k) is
   precision settings: `ieee_float32_matmuls`), the float32 path adds |k|^2 outside the product and
   uses this bound, which covers them.
 Underflow adds absolute errors [Higham, (2.8)]: at most 2^-150 per float32 product and 2^-134 per
-bf16 rounding (input component or result; sums that land among subnormals are exact), so
-eta = (4d + 8) 2^-149 + 2^-132 sqrt(d) (|x| + M) covers them (M = max |k| over the codebook).
+bf16 rounding (an input component: 2^-134 |k_i| or |x_i| in the product; the result: 2 x 2^-134
+in S; sums that land among subnormals are exact), so eta = (4d + 8) 2^-149 + 2^-130 +
+2^-132 sqrt(d) (|x| + M) covers them (M = max |k| over the codebook).
 Overflow cannot happen while |x| + M <= 2^60 (every term and partial sum stays below 2^123); a
 block with a row beyond that, or a non-finite one, and a codebook with a non-finite key, go to
 the float64 brute force. Let E(k) = A |k|^2 + B |x||k| + eta <= E_max = A M^2 + B |x| M + eta.
@@ -40,7 +41,9 @@ is farther than the best candidate by more than mu = (4d + 8) 2^-53 (|x| + M)^2,
 float64 rounding of any sum_i (x_i - k_i)^2 (at most (d + 2) 2^-53 (|x| + |k|)^2, each side), so the
 float64 brute force also picks its winner inside C. T is evaluated in float64 and rounded up to
 float32, and E is inflated by 1e-6 against the float64 rounding of its own evaluation. Within C the
-float64 distances are computed with the brute force's formula, and ties go to the lowest index.
+float64 distances are computed with the brute force's own torch expression (bitwise equal in the
+tests: the reduction over d does not depend on the outer shape), and ties go to the lowest index.
+Whatever the float64 rounding, the key nearest in exact arithmetic is always in C.
 
 There is no separate failure case: when the bound cannot separate the best key from the rest, C
 simply holds every key the bound cannot exclude, up to the whole codebook, and the float64
@@ -182,7 +185,7 @@ def matmul_search(heads: torch.Tensor, keys: torch.Tensor, precision: str = "aut
         precision = default_precision(device)
     bound = "float32" if precision == "float32" and ieee_float32_matmuls(device) else "bfloat16"
     coef_a, coef_b = error_coefficients(bound, d)
-    eta_fixed, eta_norm = (4 * d + 8) * 2.0 ** -149, 2.0 ** -132 * math.sqrt(d)
+    eta_fixed, eta_norm = (4 * d + 8) * 2.0 ** -149 + 2.0 ** -130, 2.0 ** -132 * math.sqrt(d)
 
     keys32 = keys.float()
     exact_keys = keys if keys.dtype == torch.float64 else keys32  # what the re-rank reads
