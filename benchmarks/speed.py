@@ -390,7 +390,7 @@ def e2e_ours(epochs: int, options: dict | None = None) -> dict:
 
     stream = _clinc_stream()
     encoder, tok = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, PhaseClock() as clock:
         start = time.perf_counter()
         cache = FeatureCache(encoder, tok, tmp, progress=False)
         ctx = RunContext(stream, cache, 0, DEFAULT_ENCODER, progress=False)
@@ -402,7 +402,54 @@ def e2e_ours(epochs: int, options: dict | None = None) -> dict:
                             log=lambda m: None)
         total = time.perf_counter() - start
     return {"seconds": total, "encode_seconds": encoded - start, "final_accuracy": run["final_accuracy"],
-            "train_seconds": run["train_seconds"], "eval_seconds": run["eval_seconds"], "peak_rss_mb": peak_rss_mb()}
+            "train_seconds": run["train_seconds"], "eval_seconds": run["eval_seconds"], "peak_rss_mb": peak_rss_mb(),
+            **clock.split(run["train_seconds"], run["eval_seconds"])}
+
+
+class PhaseClock:
+    """Times key init (`init_keys`) and indexing (`quantize` outside key init) during a run, the indexing
+    split by whether evaluation (the loop's `predict`) asked for it; patched in for the run only."""
+
+    def __init__(self):
+        self.seconds = {"keys": 0.0, "index_train": 0.0, "index_eval": 0.0}
+        self.phase, self._saved = "train", []
+
+    def _wrap(self, owner, name: str, phase: str | None, slot) -> None:
+        """Run owner.name in `phase` (None: keep the phase), adding its time to slot(phase) unless that is None."""
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            outer = self.phase
+            self.phase = phase or outer
+            key, start = slot(outer), time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if key is not None:
+                    self.seconds[key] += time.perf_counter() - start
+                self.phase = outer
+        self._saved.append((owner, name, original))
+        setattr(owner, name, wrapper)
+
+    def __enter__(self):
+        from dkvb_nlp.bottleneck import KeyValueBottleneck
+        from dkvb_nlp.engine import loop
+
+        self._wrap(KeyValueBottleneck, "init_keys", "keys", lambda outer: None if outer == "keys" else "keys")
+        self._wrap(KeyValueBottleneck, "quantize", None, lambda outer: None if outer == "keys" else f"index_{outer}")
+        self._wrap(loop, "predict", "eval", lambda outer: None)
+        return self
+
+    def __exit__(self, *exc):
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+
+    def split(self, train_seconds: float, eval_seconds: float) -> dict:
+        """keys, index (train + eval), value training and evaluation without their indexing, in seconds."""
+        s = self.seconds
+        return {"keys_seconds": s["keys"], "index_seconds": s["index_train"] + s["index_eval"],
+                "values_seconds": train_seconds - s["keys"] - s["index_train"],
+                "eval_only_seconds": eval_seconds - s["index_eval"]}
 
 
 @worker
@@ -504,12 +551,22 @@ def section_e2e(args) -> dict:
     if not args.skip_reference:
         res["reference"] = run_worker("e2e_reference", epochs=args.e2e_epochs)
     floor, ours = seconds(res["floor"]), res["ours"]
+    from dkvb_nlp.bottleneck.machine import describe, machine_kind
+    from dkvb_nlp.bottleneck.search_auto import explain
+
+    res["machine"] = machine_kind()
+    print(f"machine: {describe(res['machine'])}")
+    print(explain("cpu"))
     runs = f"best of {args.repeats}" if args.repeats > 1 else "one run"
     print(f"\n{'CLINC150 class_il, DKVB, ' + str(args.e2e_epochs) + ' epochs/task (' + runs + ')':60s} {'seconds':>9s} "
           f"{'ratio':>8s} {'final acc':>9s}  target")
     print(f"{'floor: one encoder pass over train+validation+test':60s} {floor:9.1f} {1.0:8.2f} {'':>9s}  (anchor)")
     print(f"{'ours: whole run, empty cache (encode+keys+train+eval)':60s} {seconds(ours):9.1f} "
           f"{seconds(ours) / floor:8.2f} {100 * ours.get('final_accuracy', float('nan')):8.2f}%  <= 1.5x floor")
+    if "keys_seconds" in ours:
+        print(f"time split of ours (s): encode {ours['encode_seconds']:.1f}, keys {ours['keys_seconds']:.1f}, "
+              f"index {ours['index_seconds']:.1f}, train {ours['values_seconds']:.1f}, "
+              f"eval {ours['eval_only_seconds']:.1f} (index: key indices of every split, train and test)")
     if args.repeats > 1:
         print("all runs (s): floor " + ", ".join(f"{x:.1f}" for x in res["floor_seconds_all"])
               + "; ours " + ", ".join(f"{x:.1f}" for x in res["ours_seconds_all"]))
@@ -727,13 +784,18 @@ def section_memory(args) -> dict:
 
 
 @worker
-def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: int = 24, repeats: int = 3) -> dict:
-    """Best of `repeats` exact searches of n x c queries against c x k keys."""
+def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: int = 24, repeats: int = 3,
+                precision: str | None = None) -> dict:
+    """Best of `repeats` exact searches of n x c queries against c x k keys (`precision`: matmul's)."""
+    from functools import partial
+
     from dkvb_nlp.bottleneck import search as search_mod
+    from dkvb_nlp.bottleneck.search_matmul import matmul_search
 
     gen = torch.Generator().manual_seed(0)
     heads, keys = torch.randn(n, c, dk, generator=gen), torch.randn(c, k, dk, generator=gen)
-    fn = search_mod.SEARCHES.get(backend)
+    stats: dict = {}
+    fn = partial(matmul_search, precision=precision, stats=stats) if precision else search_mod.SEARCHES.get(backend)
     reference = search_mod.SEARCHES.get("torch")(heads[:2000], keys)[1]
     agree = (fn(heads[:2000], keys)[1] == reference).double().mean().item()
     if agree < 0.999:  # exact searches differ only on float near-ties
@@ -743,28 +805,49 @@ def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: i
         start = time.perf_counter()
         fn(heads, keys)
         times.append(time.perf_counter() - start)
-    return {"seconds": min(times), "queries": n, "codebooks": c, "keys": k, "key_dim": dk}
+    out = {"seconds": min(times), "queries": n, "codebooks": c, "keys": k, "key_dim": dk}
+    if stats:  # the matmul backend's rows whose candidates needed the float64 re-rank, last run
+        out["reranked_fraction"] = stats["reranked"] / max(1, stats["rows"])
+    return out
 
 
 def section_search(args) -> dict:
-    """Exact nearest-key search: our fused AVX2 kernel and faiss against the torch backend."""
+    """Exact nearest-key search: our fused AVX2 kernel, faiss and the matmul backend against torch."""
+    from dkvb_nlp.bottleneck.machine import describe, native_bf16
     from dkvb_nlp.bottleneck.native import load_kernel, unavailable_reason
+    from dkvb_nlp.bottleneck.search_auto import explain
+    from dkvb_nlp.bottleneck.search_matmul import default_precision
 
-    backends = ["torch", "faiss"] + (["avx2"] if load_kernel() is not None else [])
-    res = {name: run_worker("search_time", backend=name) for name in backends}
+    runs = {"torch": {}, "faiss": {}}
+    if load_kernel() is not None:
+        runs["avx2"] = {}
+    here = default_precision(torch.device("cpu"))
+    runs[f"matmul {here}"] = {"backend": "matmul", "precision": here}
+    if here != "bfloat16" and args.search_bf16:  # emulated bf16: slow, shown only on request
+        runs["matmul bfloat16"] = {"backend": "matmul", "precision": "bfloat16"}
+    res = {name: run_worker("search_time", **({"backend": name} | kw)) for name, kw in runs.items()}
     anchor, shape = res["torch"]["seconds"], res["torch"]
+    print(f"machine: {describe()}")
     title = (f"exact search, {shape['queries']:,} x {shape['codebooks']} queries, {shape['keys']} keys "
              f"of {shape['key_dim']} dims")
-    print(f"{title:58s} {'seconds':>8s} {'ratio':>6s}")
+    print(f"{title:62s} {'seconds':>8s} {'ratio':>6s}")
+    bf16 = "native" if native_bf16() else "emulated: no native bf16 here"
     labels = {"torch": "torch baddbmm + argmin (anchor)", "faiss": "faiss IndexFlatL2 (BLAS, then argmin)",
-              "avx2": "fused AVX2 kernel (ours; 'auto' on x86-64 CPUs)"}
-    for key in backends:
-        sec = res[key]["seconds"]
-        print(f"{labels[key]:58s} {sec:8.3f} {sec / anchor:6.2f}")
+              "avx2": "fused AVX2 kernel (ours)",
+              "matmul float32": "matmul float32 scores + bound + float64 re-rank",
+              "matmul bfloat16": f"matmul bf16 scores ({bf16}) + bound + re-rank"}
+    for key in runs:
+        r = res[key]
+        if r.get("failed"):
+            print(f"{labels[key]:62s} failed (rc {r['returncode']}): {r['error']}")
+            continue
+        extra = f"  re-ranked rows {100 * r['reranked_fraction']:.2f}%" if "reranked_fraction" in r else ""
+        print(f"{labels[key]:62s} {r['seconds']:8.3f} {r['seconds'] / anchor:6.2f}{extra}")
     if "avx2" in res:
         print(f"fused kernel vs faiss: {res['faiss']['seconds'] / res['avx2']['seconds']:.2f}x faster")
     else:
         print(f"fused kernel not measured: {unavailable_reason()}")
+    print(explain("cpu"))
     return res
 
 
@@ -841,6 +924,8 @@ def main(argv=None):
     parser.add_argument("--memory-texts", type=int, default=20_000, help="memory: N, texts of the smaller set")
     parser.add_argument("--memory-scale", type=int, default=10, help="memory: the larger set has this x N texts")
     parser.add_argument("--memory-keys", type=int, default=4096, help="memory: K (fewer for a quick run)")
+    parser.add_argument("--search-bf16", action="store_true",
+                        help="search: also time the matmul backend in bf16 where bf16 is only emulated (slow)")
     parser.add_argument("--ridge-features", type=int, default=4096, help="values: M, the ridge readout's features")
     parser.add_argument("--memory-codebooks", type=int, default=16, help="memory: C (must divide 384)")
     parser.add_argument("--memory-dir", help="memory: where the synthetic data goes (default: the temp dir)")

@@ -74,11 +74,11 @@ def test_auto_search_uses_the_kernel_and_quantises_as_faiss_does():
 
 @pytest.mark.parametrize("env, reason", [({"DKVB_NATIVE_SEARCH": "0"}, "DKVB_NATIVE_SEARCH=0"),
                                          ({"CC": "/nonexistent/cc"}, "no C compiler found")])
-def test_without_the_kernel_auto_falls_back_to_faiss_and_says_why(env, reason, tmp_path):
+def test_without_the_kernel_auto_falls_back_and_says_why(env, reason, tmp_path):
     code = ("import torch; from dkvb_nlp.bottleneck.search import auto_backend; "
             "from dkvb_nlp.bottleneck.native import unavailable_reason; "
             "print(auto_backend(torch.device('cpu'))); print(unavailable_reason())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "DKVB_CACHE_DIR": str(tmp_path), **env}).stdout.splitlines()
-    assert out[0] in ("faiss", "torch") and reason in out[1]
+    assert out[0] in ("faiss", "torch", "matmul") and reason in out[1]  # matmul only where measured faster
     assert not list(tmp_path.glob("kernels/*.so"))

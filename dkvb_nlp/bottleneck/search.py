@@ -2,9 +2,11 @@
 
 A small pluggable piece, every backend exact: `avx2` (our fused kernel, `native.py`: distances
 stay in registers; the fast path on x86-64 CPUs), `faiss` (IndexFlatL2 brute force,
-BLAS-backed) and `torch` (chunked `baddbmm` + `argmin`; runs on any device). `auto` picks, for
-CPU tensors, `avx2` when it compiles and loads, else faiss when installed, else torch; torch
-on other devices.
+BLAS-backed), `torch` (chunked `baddbmm` + `argmin`; runs on any device) and `matmul`
+(`search_matmul.py`: bf16 or float32 matmul scores, a proved error bound, float64 re-rank).
+`auto` starts from the rule (CPU: `avx2` when it compiles and loads, else faiss when installed,
+else torch; torch on other devices) and takes `matmul` instead only where a one-off probe
+measures it clearly faster (`search_auto.py`, cached per machine kind).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Callable
 import torch
 
 from ..registry import Registry
+from .search_matmul import matmul_search
 
 # A search takes heads (N, C, dk) and keys (C, K, dk) and returns (squared distances, indices),
 # both (N, C); indices are int64.
@@ -83,6 +86,11 @@ def avx2_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, 
     return nearest(heads, keys)
 
 
+# Low-precision matmul scores + a proved error bound + float64 re-rank (search_matmul.py): bf16 where
+# the machine multiplies bf16 natively, else float32.
+SEARCHES.register("matmul")(matmul_search)
+
+
 def faiss_available() -> bool:
     """True when faiss can be imported."""
     try:
@@ -93,18 +101,14 @@ def faiss_available() -> bool:
 
 
 def resolve_search(name: str, device: torch.device) -> SearchFn:
-    """The search function for `name` ('auto', 'avx2', 'faiss' or 'torch') on `device`."""
+    """The search function for `name` ('auto' or a registered backend) on `device`."""
     if name == "auto":
         name = auto_backend(device)
     return SEARCHES.get(name)
 
 
 def auto_backend(device: torch.device) -> str:
-    """The backend 'auto' means on `device`."""
-    from .native import load_kernel
+    """The backend 'auto' means on `device`: the fastest exact one, measured once (`search_auto.py`)."""
+    from .search_auto import choose
 
-    if device.type != "cpu":
-        return "torch"
-    if load_kernel() is not None:
-        return "avx2"
-    return "faiss" if faiss_available() else "torch"
+    return choose(torch.device(device).type)
