@@ -126,6 +126,7 @@ def main(argv=None):
     ap.add_argument("--temperature", type=float, default=1.0, help="energy score temperature")
     ap.add_argument("--max-eval", type=int, default=None, help="first N texts of each evaluation split (smoke runs)")
     ap.add_argument("--out", default="benchmarks/results/clinc_oos")
+    ap.add_argument("--save-scores", action="store_true", help="also write scores.npz (every score of every text)")
     args = ap.parse_args(argv)
     t0 = time.time()
     torch.manual_seed(0)
@@ -214,6 +215,9 @@ def main(argv=None):
 
     dest = Path(args.out)
     dest.mkdir(parents=True, exist_ok=True)
+    if args.save_scores:  # every score per text, for trying combinations without re-encoding
+        np.savez_compressed(dest / "scores.npz", correct_test=correct, correct_validation=correct_val,
+                            **{f"{split}/{name}": np.asarray(v) for split, d in scores.items() for name, v in d.items()})
     (dest / "summary.txt").write_text(text + "\n")
     (dest / "results.json").write_text(json.dumps({
         "dataset": "clinc150", "encoder": config.encoder_name_or_path, "num_codebooks": config.num_codebooks,
