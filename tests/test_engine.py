@@ -135,7 +135,7 @@ def test_two_processes_match_one(tiny_encoder_dir, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--methods", "dkvb,magic"], "unknown method 'magic'; accepted:"),
-    (["--scenario", "online_il"], "unknown scenario 'online_il'; accepted: class_il, domain_il, task_type_il"),
+    (["--scenario", "online_il"], "unknown scenario 'online_il'; accepted: class_il, domain_il, stream_il, task_type_il"),
     (["--set", "dkvb.learning_rate=3"], "method 'dkvb' has no option(s) ['learning_rate']; accepted:"),
     (["--set", "dkvb.epochs=two"], "dkvb.epochs='two' must be an integer (default 10)"),
     (["--set", "colour=blue"], "unknown option 'colour'"),
