@@ -108,8 +108,12 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
     it is filled block by block (`batch_texts` texts, or the bottleneck's `chunk_size` pooled
     vectors), so at most one block of float32 states is in memory at a time. The index
     values do not depend on the folder, dtype or memory size. `progress` shows a bar of the blocks.
+    Each block is searched on the bottleneck's device (its keys'), and its indices come back to
+    the host: the index files live on the host whatever the device.
     """
     from ..progress import progress_bar
+
+    device = bottleneck.keys.device
 
     n, c = len(feats), bottleneck.num_codebooks
     dtype = index_dtype(bottleneck.num_keys) if dtype is None else np.dtype(dtype)
@@ -122,7 +126,8 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
                 rows = feats.pooled[start:stop]
             else:
                 rows = feats.states[feats.offsets[start:stop]]
-            out[start:stop] = bottleneck.quantize(torch.from_numpy(np.array(rows, dtype=np.float32))).numpy()
+            rows = torch.from_numpy(np.array(rows, dtype=np.float32)).to(device)
+            out[start:stop] = bottleneck.quantize(rows).cpu().numpy()
         return torch.from_numpy(out)
     lengths = np.asarray(feats.lengths)
     t_max = int(lengths.max()) if n else 0
@@ -131,8 +136,8 @@ def quantize_cached(bottleneck: KeyValueBottleneck, feats, batch_texts: int = 10
     for start in progress_bar(range(0, n, batch_texts), desc=desc, enabled=progress, unit="block"):
         stop = min(n, start + batch_texts)
         lo, hi = int(feats.offsets[start]), int(feats.offsets[stop])
-        rows = torch.from_numpy(np.asarray(feats.states[lo:hi], dtype=np.float32))
-        idx = bottleneck.quantize(rows).numpy()  # (tokens, C), rows of texts start..stop
+        rows = torch.from_numpy(np.asarray(feats.states[lo:hi], dtype=np.float32)).to(device)
+        idx = bottleneck.quantize(rows).cpu().numpy()  # (tokens, C), rows of texts start..stop
         block = np.full((stop - start, t_max, c), -1, dtype=dtype)
         block[positions[None, :] < lengths[start:stop, None]] = idx
         out[start:stop] = block

@@ -139,10 +139,11 @@ class ValueSGD:
         else:
             indices.check(self.model)
         order = torch.randperm(n, generator=generator)
+        device = self.model.value_table.device  # indices and labels may stay on the host: a batch at a time moves
         total = 0.0
         for start in range(0, order.numel(), batch_size):
             batch = order[start : start + batch_size]
-            total += self.step(indices[batch], labels[batch], check=False) * batch.numel()
+            total += self.step(indices[batch].to(device), labels[batch].to(device), check=False) * batch.numel()
         return total / order.numel()
 
     @torch.no_grad()

@@ -50,7 +50,13 @@ def load_tokenizer(name_or_path: str | os.PathLike, *, local_files_only: bool | 
 
 
 def autocast_dtype(setting: str, device: torch.device | str = "cpu") -> torch.dtype | None:
-    """The autocast dtype for the encoder pass: 'bf16', 'off', or 'auto' (bf16 where fast)."""
+    """The autocast dtype for the encoder pass: 'bf16', 'off', or 'auto' (a fast reduced precision).
+
+    'auto' on CUDA: bf16 where the GPU computes it natively (Ampere and later), else float16
+    (Volta, Turing), whose narrower range the feature cache guards: it refuses non-finite
+    token states (`FeatureCache._write_batch`), and `autocast: off` is the way out. On the
+    CPU: bf16 only with native bf16 instructions, else none (float32). Other devices: none.
+    """
     accepted = ("auto", "bf16", "off")
     if setting not in accepted:
         raise ValueError(f"unknown autocast {setting!r}; accepted: {', '.join(accepted)}")
@@ -60,11 +66,16 @@ def autocast_dtype(setting: str, device: torch.device | str = "cpu") -> torch.dt
         return torch.bfloat16
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        return torch.bfloat16 if _cuda_has_native_bf16(device) else torch.float16
     if device.type == "cpu":
         # Only native bf16 matmuls (AVX-512 BF16 / AMX) make it faster (~2x); emulated is slower.
         return torch.bfloat16 if _cpu_has_native_bf16() else None
     return None
+
+
+def _cuda_has_native_bf16(device: torch.device) -> bool:
+    """True on GPUs that multiply bf16 natively (compute capability 8.0 and up); emulated bf16 is slow."""
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def _cpu_has_native_bf16() -> bool:

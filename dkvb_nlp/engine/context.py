@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import torch
 
 from ..data import LABEL_ID, TaskStream
 from ..data.schema import TEXT, TEXT_PAIR, column_array
@@ -44,12 +45,16 @@ class RunContext:
         seed: the run's seed.
         encoder_name: the encoder every method starts from.
         process: an `accelerate.PartialState` (one process when not launched).
+        device: where strategies keep their tensors and compute; default the process's device
+            (`process.device`: the GPU a launched process owns, else the CPU). Cached features
+            stay on disk and in host memory; strategies move what they compute on, batch by batch.
     """
 
     def __init__(self, stream: TaskStream, cache: FeatureCache | None, seed: int, encoder_name: str,
-                 process=None, progress: bool = True, max_length: int = 128):
+                 process=None, progress: bool = True, max_length: int = 128, device=None):
         self.stream, self.cache, self.seed, self.encoder_name = stream, cache, seed, encoder_name
         self.process = process if process is not None else process_state()
+        self.device = torch.device(device if device is not None else self.process.device)
         self.progress = progress
         self.max_length = max_length
         self._splits: dict[tuple[int, str], SplitData] = {}

@@ -270,15 +270,19 @@ class FeatureCache:
     @staticmethod
     def _write_batch(batch, text_ids: np.ndarray, texts, offsets, states, pooled) -> None:
         """Store one encoded batch: its tokens' rows in one scatter, its pooled vectors, after checks."""
-        mask = batch.mask
+        # The encoder's device (a GPU) computes the pooled vectors; only the results come to
+        # the host, where they are written to the memory-mapped files (no-ops on the CPU).
+        mask = batch.mask.to(batch.states.device)
+        pooled_rows = ((batch.states * mask.unsqueeze(-1)).sum(1) / mask.sum(1).clamp_min(1).unsqueeze(-1)).cpu()
+        # (tokens, D) float16, each text's tokens together, texts in batch order
+        rows16 = batch.states[mask].to(torch.float16).cpu().numpy()
+        mask = mask.cpu()
         counts = mask.sum(1)
         expected = offsets[text_ids + 1] - offsets[text_ids]
         if not np.array_equal(counts.numpy(), expected):
             j = int(np.flatnonzero(counts.numpy() != expected)[0])
             raise RuntimeError(f"text {text_ids[j]}: {int(counts[j])} token states, expected {expected[j]}")
         ends = np.cumsum(expected)  # each text's end row within this batch's rows
-        rows = batch.states[mask]  # (tokens, D), each text's tokens together, texts in batch order
-        rows16 = rows.to(torch.float16).numpy()
         if not np.isfinite(rows16).all():  # NaN/inf from the encoder, or beyond float16's range
             bad = int(np.flatnonzero(~np.isfinite(rows16).all(1))[0])
             j = int(np.searchsorted(ends, bad, side="right"))
@@ -290,7 +294,7 @@ class FeatureCache:
         starts = offsets[text_ids]
         dest = np.repeat(starts - (ends - expected), expected) + np.arange(len(rows16))
         states[dest] = rows16
-        pooled[text_ids] = ((batch.states * mask.unsqueeze(-1)).sum(1) / counts.clamp_min(1).unsqueeze(-1)).numpy()
+        pooled[text_ids] = pooled_rows.numpy()
 
 
 class TextPool:

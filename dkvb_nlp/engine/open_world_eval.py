@@ -26,7 +26,8 @@ RULES = ("youden", "accuracy")
 
 def masked_logits(ctx, strategy, data, after_task: int) -> torch.Tensor:
     """A split's logits with the classes not yet seen after `after_task` at -inf (shared head)."""
-    logits = strategy.logits(data).float()
+    # A strategy scores on its device (ctx.device); the metrics are computed on the host (numpy).
+    logits = strategy.logits(data).float().cpu()
     if logits.shape != (len(data), ctx.stream.classes_per_head[data.head]):
         raise RuntimeError(f"{strategy.name}: logits of shape {tuple(logits.shape)} for {len(data)} examples "
                            f"and {ctx.stream.classes_per_head[data.head]} classes")

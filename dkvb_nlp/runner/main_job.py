@@ -82,7 +82,9 @@ def _run(cfg, overwrite: bool, process) -> int:
     process.wait_for_everyone()
     say = logger.info  # the console shows it on the main process only (runner/logs.py)
     started = time.perf_counter()
-    encoder, tokenizer = load_encoder(cfg.encoder), load_tokenizer(cfg.encoder)
+    # The encoder on the process's device (its GPU under accelerate, else the CPU): encoding runs
+    # there, under autocast where the device has a fast reduced precision (encoders/load.py).
+    encoder, tokenizer = load_encoder(cfg.encoder).to(process.device), load_tokenizer(cfg.encoder)
     cache = FeatureCache(encoder, tokenizer, cfg.cache_dir, max_length=cfg.max_length, autocast=cfg.autocast,
                          batch_size=cfg.encode_batch_size, progress=cfg.progress)
     streams = {seed: build_stream(cfg, seed) for seed in cfg.seeds}

@@ -49,12 +49,14 @@ class DERPPStrategy(ERStrategy):
     def logit_loss(self, idx: torch.Tensor) -> torch.Tensor:
         """MSE between the current and the stored logits of buffer rows, over the stored classes."""
         b = self.buffer
-        total, count = torch.zeros(()), 0
+        device = self.ctx.device  # the buffer stays on the host; the sampled rows move
+        total, count = torch.zeros((), device=device), 0
         for h in b.head[idx].unique().tolist():
             rows = idx[b.head[idx] == h]
-            out = self.heads[h](b.x[rows])
-            mask = self.stored_mask(rows)[:, : out.shape[1]]
-            total = total + F.mse_loss(out[mask], b.logits[rows][:, : out.shape[1]][mask], reduction="sum")
+            out = self.heads[h](b.x[rows].to(device))
+            mask = self.stored_mask(rows)[:, : out.shape[1]].to(device)
+            stored = b.logits[rows][:, : out.shape[1]].to(device)
+            total = total + F.mse_loss(out[mask], stored[mask], reduction="sum")
             count += int(mask.sum())
         return total / max(1, count)
 

@@ -118,6 +118,10 @@ class DKVBStrategy(Strategy):
                                      for h, n in enumerate(stream.classes_per_head[1:], 1)]
         for h, head in enumerate(self.heads):
             attach_config_rule(head, config, h)
+            # Built on the host (the same seeded values everywhere), then moved: keys, value
+            # tables and the order-free rules' statistics live on the run's device. The search
+            # follows the keys' device ('auto': the torch/matmul backends on a GPU).
+            head.to(self.ctx.device)
 
     def validate(self) -> None:
         """Build the bottleneck once: impossible shapes (C not dividing the hidden size, K < 1) fail now."""
@@ -156,8 +160,10 @@ class DKVBStrategy(Strategy):
         """
         feats = self._key_init_features()
         seed = self.ctx.seed + 17 + self._epoch_counter()
-        yield from key_init_blocks(feats, self.front.pooling, self.opts.key_init_batch_rows, seed,
-                                   self.opts.key_init_max_rows)
+        device = self.ctx.device
+        for block in key_init_blocks(feats, self.front.pooling, self.opts.key_init_batch_rows, seed,
+                                     self.opts.key_init_max_rows):
+            yield block.to(device)
 
     def _epoch_counter(self) -> int:
         self._epochs_seen = getattr(self, "_epochs_seen", -1) + 1
@@ -201,7 +207,7 @@ class DKVBStrategy(Strategy):
             if grow > 0:
                 head.add_classes(grow)
         idx = self.indices(data)
-        labels = torch.tensor(data.labels, dtype=torch.long)
+        labels = torch.tensor(data.labels, dtype=torch.long)  # on the host, beside the indices
         if int(labels.max()) >= head.num_classes:
             raise RuntimeError(f"task {task_id} has label {int(labels.max())} beyond the {head.num_classes} classes")
         gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id))
@@ -215,9 +221,10 @@ class DKVBStrategy(Strategy):
                 head.check_indices(idx)
             else:
                 idx.check(head)
-            for start in range(0, len(idx), 4096):
+            device = self.ctx.device
+            for start in range(0, len(idx), 4096):  # the indices stay on the host; a block at a time moves
                 batch = torch.arange(start, min(len(idx), start + 4096))
-                head.values_rule.partial_fit(idx[batch], labels[batch], check=False)
+                head.values_rule.partial_fit(idx[batch].to(device), labels[batch].to(device), check=False)
             return
         dec_params = [p for p in head.decoder.parameters() if p.requires_grad]
         dec_opt = torch.optim.Adam(dec_params, lr=o.decoder_lr) if dec_params else None
@@ -234,8 +241,9 @@ class DKVBStrategy(Strategy):
     def logits(self, data: SplitData) -> torch.Tensor:
         head = self.heads[data.head]
         idx = self.indices(data)
-        out = [back_logits(head, idx[i : i + 2048]) for i in range(0, idx.shape[0], 2048)]
-        logits = torch.cat(out) if out else torch.zeros(0, head.num_classes)
+        device = self.ctx.device
+        out = [back_logits(head, idx[i : i + 2048].to(device)) for i in range(0, idx.shape[0], 2048)]
+        logits = torch.cat(out) if out else torch.zeros(0, head.num_classes, device=device)
         width = self.ctx.stream.classes_per_head[data.head]
         if logits.shape[1] < width:  # classes not yet added cannot be predicted
             pad = logits.new_full((logits.shape[0], width - logits.shape[1]), float("-inf"))

@@ -53,7 +53,7 @@ class EWCStrategy(FeatureHeadStrategy):
     def penalty(self) -> torch.Tensor:
         """``lambda/2 * sum F (theta - theta*)^2`` over the anchored parameters (0 before any)."""
         params = dict(self.heads.named_parameters())
-        total = torch.zeros(())
+        total = torch.zeros((), device=self.ctx.device)
         for name, fisher in self.fisher.items():
             total = total + (fisher * (params[name] - self.anchor[name]) ** 2).sum()
         return 0.5 * self.opts.ewc_lambda * total
@@ -73,5 +73,6 @@ class EWCStrategy(FeatureHeadStrategy):
         return tensors, {}
 
     def load_extra_state(self, state, meta) -> None:
-        self.fisher = {k[7:]: v.clone() for k, v in state.items() if k.startswith("fisher.")}
-        self.anchor = {k[7:]: v.clone() for k, v in state.items() if k.startswith("anchor.")}
+        device = self.ctx.device  # a checkpoint's tensors come from the host
+        self.fisher = {k[7:]: v.to(device, copy=True) for k, v in state.items() if k.startswith("fisher.")}
+        self.anchor = {k[7:]: v.to(device, copy=True) for k, v in state.items() if k.startswith("anchor.")}

@@ -91,7 +91,8 @@ class FeatureHeadStrategy(Strategy):
                     heads.append(nn.Linear(self.dim, n))
                 else:
                     heads.append(nn.Sequential(nn.Linear(self.dim, self.hidden), nn.ReLU(), nn.Linear(self.hidden, n)))
-        return nn.ModuleList(heads)
+        # Initialised on the host (the same weights on every device), then moved to the run's device.
+        return nn.ModuleList(heads).to(self.ctx.device)
 
     def setup(self, state=None, meta=None) -> None:
         self.heads = self.make_heads(self.ctx.task_seed(0, SALT_INIT))
@@ -99,7 +100,8 @@ class FeatureHeadStrategy(Strategy):
             self.load_state(state, meta or {})
 
     def features(self, data: SplitData) -> torch.Tensor:
-        """`pooled_features` of a split, kept in memory after the first call."""
+        """`pooled_features` of a split, kept in host memory after the first call (moved to the
+        run's device where they are used: a task's features per `fit`, a split's per `logits`)."""
         key = (data.task_id, data.split)
         if key not in self._x:
             self._x[key] = pooled_features(data, self.opts.normalize)
@@ -109,7 +111,8 @@ class FeatureHeadStrategy(Strategy):
         """The additive mask of the classes of `head` seen after task `task_id` (cached)."""
         key = (task_id, head)
         if key not in self._masks:
-            self._masks[key] = class_mask(self.ctx.stream.classes_per_head[head], self.ctx.seen_classes(task_id, head))
+            self._masks[key] = class_mask(self.ctx.stream.classes_per_head[head],
+                                          self.ctx.seen_classes(task_id, head)).to(self.ctx.device)
         return self._masks[key]
 
     # ------------------------------------------------------------------ learning
@@ -123,7 +126,8 @@ class FeatureHeadStrategy(Strategy):
 
     def learn(self, task_id: int) -> None:
         data = self.ctx.split(task_id, "train")
-        x, y = self.features(data), torch.tensor(data.labels, dtype=torch.long)
+        # The task's pooled features on the run's device: the hooks and `fit` compute there.
+        x, y = self.features(data).to(self.ctx.device), torch.tensor(data.labels, dtype=torch.long).to(self.ctx.device)
         self.before_task(task_id, data.head, x, y)
         self.fit(task_id, [(data.head, x, y)])
         self.after_task(task_id, data.head, x, y)
@@ -134,6 +138,8 @@ class FeatureHeadStrategy(Strategy):
         gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id, SALT_ORDER))
         extra_gen = torch.Generator().manual_seed(self.ctx.task_seed(task_id, SALT_EXTRA))
         masks = {h: self.allowed(task_id, h) for h, _, _ in groups}
+        device = self.ctx.device
+        groups = [(h, x.to(device), y.to(device)) for h, x, y in groups]  # the task's (small) pooled features
         optimizer = self.make_optimizer()
         self.heads.train()
         for _ in range(o.epochs):
@@ -146,6 +152,7 @@ class FeatureHeadStrategy(Strategy):
             total, count = 0.0, 0
             for g, rows in batches:
                 head, x, y = groups[g]
+                rows = rows.to(device)  # the order comes from a host generator (the same on every device)
                 xb, yb = x[rows], y[rows]
                 logits = self.heads[head](xb)
                 loss = F.cross_entropy(logits + masks[head], yb)
@@ -158,7 +165,10 @@ class FeatureHeadStrategy(Strategy):
         self.heads.eval()
 
     def loss_on(self, task_id: int, x: torch.Tensor, y: torch.Tensor, heads: torch.Tensor) -> torch.Tensor:
-        """Mean masked cross-entropy of examples that may belong to several heads."""
+        """Mean masked cross-entropy of examples that may belong to several heads (e.g. a replay
+        buffer's rows, kept on the host: they move to the run's device here)."""
+        device = self.ctx.device
+        x, y, heads = x.to(device), y.to(device), heads.to(device)
         total = x.new_zeros(())
         for h in heads.unique().tolist():
             sel = heads == h
@@ -181,7 +191,7 @@ class FeatureHeadStrategy(Strategy):
     # ------------------------------------------------------------------ scoring
     @torch.no_grad()
     def logits(self, data: SplitData) -> torch.Tensor:
-        return self.heads[data.head](self.features(data)).float()
+        return self.heads[data.head](self.features(data).to(self.ctx.device)).float()
 
     # ------------------------------------------------------------------ checkpoints
     def state(self):

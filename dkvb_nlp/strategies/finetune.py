@@ -77,12 +77,15 @@ class FinetuneStrategy(Strategy):
         self.tokenizer = ctx.cache.tokenizer if ctx.cache is not None else ctx.tokenizer()
         torch.manual_seed(ctx.task_seed(0, salt=1))  # the heads' initialisation
         self.model = TextClassifier(encoder, ctx.stream.classes_per_head, self.opts.pooling)
-        self.dtype = autocast_dtype(ctx.cache.autocast if ctx.cache is not None else "auto")
         from accelerate.utils import DistributedDataParallelKwargs
 
         # The encoder's pooler and the other tasks' heads get no gradient in a step.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
         self.accelerator = Accelerator(split_batches=True, cpu=not torch.cuda.is_available(), kwargs_handlers=[ddp])
+        # The precision of the device it trains on. float16 (GPUs without native bf16) would need
+        # loss scaling to train; this baseline then trains in float32 instead.
+        dtype = autocast_dtype(ctx.cache.autocast if ctx.cache is not None else "auto", self.accelerator.device)
+        self.dtype = None if dtype == torch.float16 else dtype
         if state is not None:
             self.model.load_state_dict(state)
         self._prepared = self.accelerator.prepare_model(self.model)

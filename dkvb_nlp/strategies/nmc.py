@@ -23,15 +23,15 @@ class NMCStrategy(Strategy):
     uses_features = True
 
     def setup(self, state=None, meta=None) -> None:
-        dim = int(self.ctx.cache.encoder.config.hidden_size)
-        self.sums = [torch.zeros(n, dim, dtype=torch.float64) for n in self.ctx.stream.classes_per_head]
-        self.counts = [torch.zeros(n, dtype=torch.long) for n in self.ctx.stream.classes_per_head]
+        dim, device = int(self.ctx.cache.encoder.config.hidden_size), self.ctx.device
+        self.sums = [torch.zeros(n, dim, dtype=torch.float64, device=device) for n in self.ctx.stream.classes_per_head]
+        self.counts = [torch.zeros(n, dtype=torch.long, device=device) for n in self.ctx.stream.classes_per_head]
         super().setup(state, meta)
 
     def learn(self, task_id: int) -> None:
         data = self.ctx.split(task_id, "train")
-        x = pooled_features(data, normalize=True).double()
-        y = torch.tensor(data.labels, dtype=torch.long)
+        x = pooled_features(data, normalize=True).double().to(self.ctx.device)
+        y = torch.tensor(data.labels, dtype=torch.long).to(self.ctx.device)
         self.sums[data.head].index_add_(0, y, x)
         self.counts[data.head] += torch.bincount(y, minlength=len(self.counts[data.head]))
 
@@ -39,7 +39,7 @@ class NMCStrategy(Strategy):
     def logits(self, data: SplitData) -> torch.Tensor:
         h = data.head
         means = F.normalize(self.sums[h], dim=1)  # the direction of the sum is that of the mean
-        x = pooled_features(data, normalize=True).double()
+        x = pooled_features(data, normalize=True).double().to(self.ctx.device)
         scores = x @ means.T
         scores[:, self.counts[h] == 0] = float("-inf")
         return scores.float()
@@ -50,8 +50,9 @@ class NMCStrategy(Strategy):
         return tensors, {}
 
     def load_state(self, state, meta) -> None:
-        self.sums = [state[f"sums.{h}"].clone() for h in range(len(self.sums))]
-        self.counts = [state[f"counts.{h}"].clone() for h in range(len(self.counts))]
+        device = self.ctx.device  # a checkpoint's tensors come from the host
+        self.sums = [state[f"sums.{h}"].to(device, copy=True) for h in range(len(self.sums))]
+        self.counts = [state[f"counts.{h}"].to(device, copy=True) for h in range(len(self.counts))]
 
     def trainable_parameters(self) -> int:
         # Nothing is trained by gradient; the class means are what the classifier learns.

@@ -69,22 +69,24 @@ class RanPACStrategy(Strategy):
         dim = int(self.ctx.cache.encoder.config.hidden_size)
         # The projection depends on the run's seed only (never on the task order); it is
         # regenerated on resume rather than saved.
+        # Drawn on the host (the same matrix on every device), then moved to the run's device.
+        device = self.ctx.device
         gen = torch.Generator().manual_seed(self.ctx.seed * 7 + 12345)
-        self.projection = torch.randn(dim, o.dim, generator=gen, dtype=torch.float64)
-        self.gram = torch.zeros(o.dim, o.dim, dtype=torch.float64)
-        self.q = [torch.zeros(o.dim, n, dtype=torch.float64) for n in stream.classes_per_head]
+        self.projection = torch.randn(dim, o.dim, generator=gen, dtype=torch.float64).to(device)
+        self.gram = torch.zeros(o.dim, o.dim, dtype=torch.float64, device=device)
+        self.q = [torch.zeros(o.dim, n, dtype=torch.float64, device=device) for n in stream.classes_per_head]
         self.lam = o.ridge if o.ridge is not None else 1.0
         self.weights: list[torch.Tensor | None] = [None] * stream.num_heads
         super().setup(state, meta)
 
     def embed(self, data: SplitData) -> torch.Tensor:
         """h = relu(x R): (N, M) float64."""
-        return torch.relu(pooled_features(data, self.opts.normalize).double() @ self.projection)
+        return torch.relu(pooled_features(data, self.opts.normalize).double().to(self.ctx.device) @ self.projection)
 
     def learn(self, task_id: int) -> None:
         data = self.ctx.split(task_id, "train")
         h = self.embed(data)
-        labels = torch.tensor(data.labels, dtype=torch.long)
+        labels = torch.tensor(data.labels, dtype=torch.long).to(self.ctx.device)
         targets = F.one_hot(labels, self.ctx.stream.classes_per_head[data.head]).double()
         self.gram += h.T @ h
         self.q[data.head] += h.T @ targets
@@ -94,7 +96,7 @@ class RanPACStrategy(Strategy):
 
     def solve(self) -> None:
         """W = (G + lambda I)^-1 Q for every head that has examples."""
-        a = self.gram + self.lam * torch.eye(len(self.gram), dtype=torch.float64)
+        a = self.gram + self.lam * torch.eye(len(self.gram), dtype=torch.float64, device=self.gram.device)
         factor, info = torch.linalg.cholesky_ex(a)  # G + lambda I is SPD: Cholesky is half an LU's cost
         solve = (lambda q: torch.cholesky_solve(q, factor)) if int(info) == 0 else (lambda q: torch.linalg.solve(a, q))
         self.weights = [solve(q) if bool(q.any()) else None for q in self.q]
@@ -103,7 +105,7 @@ class RanPACStrategy(Strategy):
     def logits(self, data: SplitData) -> torch.Tensor:
         w = self.weights[data.head]
         if w is None:  # nothing learned for this head yet
-            return torch.zeros(len(data), self.ctx.stream.classes_per_head[data.head])
+            return torch.zeros(len(data), self.ctx.stream.classes_per_head[data.head], device=self.ctx.device)
         return (self.embed(data) @ w).float()
 
     def state(self):
@@ -111,8 +113,9 @@ class RanPACStrategy(Strategy):
         return tensors, {"ridge": self.lam}
 
     def load_state(self, state, meta) -> None:
-        self.gram = state["gram"].clone()
-        self.q = [state[f"q.{h}"].clone() for h in range(len(self.q))]
+        device = self.ctx.device  # a checkpoint's tensors come from the host
+        self.gram = state["gram"].to(device, copy=True)
+        self.q = [state[f"q.{h}"].to(device, copy=True) for h in range(len(self.q))]
         self.lam = float(meta["ridge"])
         if any(bool(q.any()) for q in self.q):
             self.solve()
