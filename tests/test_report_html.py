@@ -103,3 +103,25 @@ def test_headless_chromium_renders_the_page(report, tmp_path):
                    capture_output=True)
     data = shot.read_bytes()
     assert data.startswith(b"\x89PNG") and len(data) > 10_000  # more than a blank page
+
+
+def test_open_world_rows_get_their_own_table_and_the_dataset_is_named():
+    from dkvb_nlp.report import report_html
+    from dkvb_nlp.report.open_world_table import HEADER, open_world_rows
+
+    oos = {"auroc": 0.9762, "fpr_at_95_tpr": 0.112, "closed_set_accuracy": 0.9531,
+           "accuracy": {"threshold": 0.5, "oos_recall": 0.76, "in_scope_accuracy": 0.9422},
+           "youden": {"threshold": 0.4, "oos_recall": 0.9, "in_scope_accuracy": 0.9191}}
+    world = [{"unseen_auroc": 0.95}, {"oos": oos}]
+    runs = [make_run("dkvb", 0, "class_il", "clinc150", np.tril(np.full((2, 2), 0.9)), task_names=["t1", "t2"],
+                     open_world=world),
+            make_run("nmc", 0, "class_il", "clinc150", np.tril(np.full((2, 2), 0.8)), task_names=["t1", "t2"])]
+    results = make_results(runs, config={"scenario": "class_il", "dataset": None})
+    rows = open_world_rows(results)
+    assert rows == [list(HEADER), ["dkvb", "0", "95.31", "97.62", "11.20", "76.0 / 94.22", "90.0 / 91.91", "95.00"]]
+    from dkvb_nlp.report.plots import plot_pngs
+
+    page = Page(report_html(results, plot_pngs(results)))
+    assert rows[1] in page.rows and ["dataset"] not in page.rows
+    assert "clinc150" in report_html(results, plot_pngs(results)).split("<h2>Summary")[0]
+    assert open_world_rows(make_results(runs[1:], config={})) == []

@@ -3,7 +3,7 @@
 One idea per module (the results.json schema itself, read/write and versions, is the neutral
 `dkvb_nlp.results`, which the engine writes records with): `aggregate` (grouping runs by
 method, mean/std over seeds), `tables`, `matrix_csv`, `plots`, `naming` (output file names),
-`html` (report.html), `writer` (write_report). Atomic writes live in `dkvb_nlp.io`.
+`html` (report.html), `open_world_table` (the open-world rows), `writer` (write_report). Atomic writes live in `dkvb_nlp.io`.
 """
 
 from .aggregate import MethodSummary, aggregate, group_runs

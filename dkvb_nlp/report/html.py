@@ -15,6 +15,7 @@ from typing import Mapping
 
 from .aggregate import aggregate
 from .naming import CURVES_PNG, heatmap_png_name, slugs
+from .open_world_table import open_world_rows
 from .tables import table_rows
 
 __all__ = ["report_html"]
@@ -47,7 +48,11 @@ def _value(v) -> str:
 
 
 def _about(results: Mapping) -> str:
-    config = results.get("config") or {}
+    config = dict(results.get("config") or {})
+    if config.get("dataset") is None:  # the scenario's default: name what the runs used
+        used = sorted({str(r["dataset"]) for r in results.get("runs", []) if r.get("dataset")})
+        if used:
+            config["dataset"] = ", ".join(used)
     items = [(k, config[k]) for k in _ABOUT if k in config]
     versions = results.get("versions") or {}
     if versions:
@@ -63,6 +68,21 @@ def _table(results: Mapping) -> str:
     lines = ["<tr>" + "".join(f"<td{number if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
              + "</tr>" for r in body]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
+
+
+def _open_world(results: Mapping) -> str:
+    rows = open_world_rows(results)
+    if not rows:
+        return ""
+    header, *body = rows
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
+    number = ' class="num"'
+    lines = ["<tr>" + "".join(f"<td{number if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
+             + "</tr>" for r in body]
+    return ("<h2>Open world</h2><table><thead><tr>" + head + "</tr></thead><tbody>" + "".join(lines)
+            + "</tbody></table><p>After the last task, each method scored by the maximum softmax probability "
+            "of its logits over the classes seen: out-of-scope texts against in-scope test texts (thresholds "
+            "chosen on validation), and, class-incrementally, seen against not-yet-seen classes.</p>")
 
 
 def report_html(results: Mapping, pngs: Mapping[str, bytes], title: str = "dkvb-nlp report") -> str:
@@ -87,4 +107,4 @@ def report_html(results: Mapping, pngs: Mapping[str, bytes], title: str = "dkvb-
             f"<h2>Summary</h2>{_table(results)}"
             "<p>Accuracies in %, mean ± std over seeds; BWT and forgetting over the tasks learned; "
             "train time in seconds per run.</p>"
-            f"<h2>Plots</h2>{''.join(figures)}</body></html>\n")
+            f"{_open_world(results)}<h2>Plots</h2>{''.join(figures)}</body></html>\n")
