@@ -7,6 +7,7 @@ import os
 import torch
 from torch import nn
 
+from ..bottleneck.machine import native_bf16
 from .resolve import resolve_encoder
 
 
@@ -69,23 +70,10 @@ def autocast_dtype(setting: str, device: torch.device | str = "cpu") -> torch.dt
         return torch.bfloat16 if _cuda_has_native_bf16(device) else torch.float16
     if device.type == "cpu":
         # Only native bf16 matmuls (AVX-512 BF16 / AMX) make it faster (~2x); emulated is slower.
-        return torch.bfloat16 if _cpu_has_native_bf16() else None
+        return torch.bfloat16 if native_bf16() else None
     return None
 
 
 def _cuda_has_native_bf16(device: torch.device) -> bool:
     """True on GPUs that multiply bf16 natively (compute capability 8.0 and up); emulated bf16 is slow."""
     return torch.cuda.get_device_capability(device)[0] >= 8
-
-
-def _cpu_has_native_bf16() -> bool:
-    """True on CPUs with AVX-512 BF16 or AMX-BF16 instructions (read from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
