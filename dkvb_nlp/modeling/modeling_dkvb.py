@@ -31,7 +31,7 @@ from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_tex
 from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
 from ..io import atomic_write_text, replacing_mode
-from .configuration_dkvb import DKVBConfig, _check_oos
+from .configuration_dkvb import MODEL_OOS_SCORES, DKVBConfig, _check_oos
 from .oos import NEEDS_STATES, check_score_available, model_scores, with_rejection
 
 logger = logging.getLogger(__name__)
@@ -431,8 +431,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
         to `config.oos_score`."""
         score = score or self.config.oos_score
         if score is None:
-            raise ValueError("no score given and config.oos_score is unset; accepted: msp, energy, key_distance, "
-                             "key_evidence")
+            raise ValueError(f"no score given and config.oos_score is unset; accepted: {', '.join(MODEL_OOS_SCORES)}")
         _check_oos(score, None, self.config.oos_label, None)
         check_score_available(self, score)
         return self._closed_outputs(texts, text_pairs, score, batch_size, progress)[1].numpy()

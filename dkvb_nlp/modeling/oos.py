@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..open_world import scores as S
+from .configuration_dkvb import MODEL_OOS_SCORES
 
 NEEDS_STATES = ("key_distance",)
 
@@ -42,25 +43,22 @@ def check_score_available(model, name: str) -> None:
 def model_scores(model, name: str, logits: torch.Tensor, indices: torch.Tensor,
                  states: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Score `name` (one per example, float64) from a batch's closed-set logits, key indices and,
-    for 'key_distance', its token states (B, T, D) and mask (B, T)."""
+    for 'key_distance', its token states (B, T, D) and mask (B, T); dispatched by
+    `open_world.score`, which hands each registered score the inputs it takes."""
+    if name not in MODEL_OOS_SCORES:
+        raise ValueError(f"unknown oos_score {name!r}; accepted: {', '.join(MODEL_OOS_SCORES)}")
+    check_score_available(model, name)
     bn = model.bottleneck
-    if name == "msp":
-        out = S.msp(logits.detach().float())
-    elif name == "energy":
-        out = S.energy(logits.detach().float())
-    elif name == "key_distance":
+    inputs = {"logits": logits.detach().float(), "indices": indices.cpu(), "counts": _counts(model),
+              "num_keys": bn.num_keys}
+    if name in NEEDS_STATES:
         if states is None:
-            raise ValueError("oos_score 'key_distance' needs the token states: call the model with input_ids, "
+            raise ValueError(f"oos_score {name!r} needs the token states: call the model with input_ids, "
                              "not precomputed indices=")
         b, t, d = states.shape
-        segments = bn.heads(states.reshape(b * t, d).float()).reshape(b, t, bn.num_codebooks, -1)
-        out = S.key_distance(segments, bn.keys.float(), mask)
-    elif name == "key_evidence":
-        check_score_available(model, name)
-        out = S.key_evidence(indices.cpu(), _counts(model), bn.num_keys)
-    else:
-        raise ValueError(f"unknown oos_score {name!r}; accepted: msp, energy, key_distance, key_evidence")
-    return torch.as_tensor(np.asarray(out), dtype=torch.float64)
+        inputs.update(segments=bn.heads(states.reshape(b * t, d).float()).reshape(b, t, bn.num_codebooks, -1),
+                      keys=bn.keys.float(), mask=mask)
+    return torch.as_tensor(np.asarray(S.score(name, **inputs)), dtype=torch.float64)
 
 
 def with_rejection(logits: torch.Tensor, scores: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -69,4 +67,4 @@ def with_rejection(logits: torch.Tensor, scores: torch.Tensor, threshold: float)
     minus_inf = torch.tensor(float("-inf"), dtype=logits.dtype, device=logits.device)
     closed = torch.where(rejected, minus_inf, logits)
     oos = torch.where(rejected, torch.zeros((), dtype=logits.dtype, device=logits.device), minus_inf)
-    return torch.cat([closed, oos.to(logits.dtype)], dim=1)
+    return torch.cat([closed, oos], dim=1)
