@@ -61,10 +61,11 @@ def _about(results: Mapping) -> str:
     return f"<dl>{rows}</dl>" if rows else ""
 
 
-def _table(results: Mapping) -> str:
-    header, *body = table_rows(results)
+def _table(rows: list[list[str]]) -> str:
+    """A header row and body rows as an HTML table (every column but the first holds numbers)."""
+    header, *body = rows
     head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    number = ' class="num"'  # every column but the method's holds numbers
+    number = ' class="num"'
     lines = ["<tr>" + "".join(f"<td{number if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
              + "</tr>" for r in body]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
@@ -74,14 +75,8 @@ def _open_world(results: Mapping) -> str:
     rows = open_world_rows(results)
     if not rows:
         return ""
-    header, *body = rows
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in header)
-    number = ' class="num"'
-    lines = ["<tr>" + "".join(f"<td{number if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
-             + "</tr>" for r in body]
-    return ("<h2>Open world</h2><table><thead><tr>" + head + "</tr></thead><tbody>" + "".join(lines)
-            + "</tbody></table><p>After the last task, each method scored by the maximum softmax probability "
-            "of its logits over the classes seen: out-of-scope texts against in-scope test texts (thresholds "
+    return ("<h2>Open world</h2>" + _table(rows) + "<p>After the last task, each method scored by the maximum "
+            "softmax probability of its logits over the classes seen: out-of-scope texts against in-scope test texts (thresholds "
             "chosen on validation), and, class-incrementally, seen against not-yet-seen classes.</p>")
 
 
@@ -104,7 +99,7 @@ def report_html(results: Mapping, pngs: Mapping[str, bytes], title: str = "dkvb-
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
             f"<h1>{html.escape(title)}</h1>{_about(results)}"
-            f"<h2>Summary</h2>{_table(results)}"
+            f"<h2>Summary</h2>{_table(table_rows(results))}"
             "<p>Accuracies in %, mean ± std over seeds; BWT and forgetting over the tasks learned; "
             "train time in seconds per run.</p>"
             f"{_open_world(results)}<h2>Plots</h2>{''.join(figures)}</body></html>\n")
