@@ -61,9 +61,10 @@ def tiny_encoder_dir(tmp_path_factory, minilm_tokenizer):
 
 @pytest.fixture(scope="session")
 def clinc_rows():
-    """The packaged CLINC150 train and test rows (no ../shared needed)."""
-    def read(split):
-        with gzip.open(PACKAGED_CLINC / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
+    """The packaged CLINC150 rows of every split (train, validation, test, oos_train, oos_validation,
+    oos_test; no ../shared needed)."""
+    def read(path):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
             return [json.loads(line) for line in f]
 
-    return {"train": read("train"), "test": read("test")}
+    return {path.name.removesuffix(".jsonl.gz"): read(path) for path in sorted(PACKAGED_CLINC.glob("*.jsonl.gz"))}

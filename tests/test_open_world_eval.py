@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-
 import numpy as np
 import pytest
 from datasets import Dataset, DatasetDict
@@ -14,25 +11,20 @@ from dkvb_nlp.engine.context import RunContext
 from dkvb_nlp.engine.loop import run_continual
 from dkvb_nlp.open_world import auroc, msp
 from dkvb_nlp.strategies import STRATEGIES
-from conftest import PACKAGED_CLINC
 from test_strategies import TINY_CLASSES, quiet, subset, tiny_cache  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")
 def oos_data(clinc_rows) -> DatasetDict:
     """6 CLINC150 intents (3 tasks of 2) and 12 / 10 of its out-of-scope validation / test texts."""
-    def read(split):
-        with gzip.open(PACKAGED_CLINC / f"{split}.jsonl.gz", "rt", encoding="utf-8") as f:
-            return [json.loads(line) for line in f]
-
     def oos(split, n):
-        rows = read(split)[:n]
+        rows = clinc_rows[split][:n]
         return Dataset.from_dict({"text": [r["text"] for r in rows], "label": ["oos"] * len(rows)})
 
     return DatasetDict({"train": subset(clinc_rows["train"], TINY_CLASSES, 11),
-                        "validation": subset(read("validation"), TINY_CLASSES, 3),
+                        "validation": subset(clinc_rows["validation"], TINY_CLASSES, 3),
                         "test": subset(clinc_rows["test"], TINY_CLASSES, 4),
-                        "oos_validation": oos("validation", 12), "oos_test": oos("test", 10)})
+                        "oos_validation": oos("oos_validation", 12), "oos_test": oos("oos_test", 10)})
 
 
 def test_oos_rows_and_unseen_auroc_are_recorded_and_recomputable(oos_data, tiny_cache):
