@@ -113,11 +113,25 @@ class OrderFreeValues(nn.Module):
         else:
             table.data.copy_(self.counts.values().to(table))
 
-    def extra_logits(self, indices: torch.Tensor) -> torch.Tensor | None:
-        """The readout's logits (B, classes), or None without a readout."""
+    def readout_features(self, indices: torch.Tensor) -> torch.Tensor | None:
+        """The readout's random features phi (B, M) of key indices, or None without a readout.
+
+        They depend only on the frozen keys and the fixed projection, never on what was learned,
+        so a caller that scores the same inputs again (an evaluation after every task) can keep
+        them and pass them to `extra_logits` / `back_logits` instead of recomputing them.
+        """
         if self.readout is None:
             return None
-        return self.readout(pooled_keys(self.front, indices))
+        return self.readout.features(pooled_keys(self.front, indices))
+
+    def extra_logits(self, indices: torch.Tensor, features: torch.Tensor | None = None) -> torch.Tensor | None:
+        """The readout's logits (B, classes), or None without a readout; `features`: phi of
+        `indices` from `readout_features`, when the caller kept them."""
+        if self.readout is None:
+            return None
+        if features is None:
+            features = self.readout_features(indices)
+        return features @ self.readout.weight()
 
 
 def attach_values_rule(head, rule: str, **options) -> OrderFreeValues | None:
@@ -136,10 +150,15 @@ def attach_config_rule(head, config, task_id: int = 0) -> OrderFreeValues | None
                               ridge=config.ridge, ridge_features=config.ridge_features, seed=config.seed + task_id)
 
 
-def back_logits(head, indices: torch.Tensor, check: bool = True) -> torch.Tensor:
-    """Logits of a trainable back from key indices: decoder(pooled values) [+ its readout]."""
+def back_logits(head, indices: torch.Tensor, check: bool = True,
+                features: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of a trainable back from key indices: decoder(pooled values) [+ its readout].
+
+    `features`: the readout's phi of these indices (`OrderFreeValues.readout_features`), when
+    the caller kept them from an earlier call; the logits are the same either way.
+    """
     logits = head.decoder(head.pool_values(indices, check=check))
     rule = getattr(head, "values_rule", None)
     if rule is not None and rule.readout is not None:
-        logits = logits + rule.extra_logits(indices)
+        logits = logits + rule.extra_logits(indices, features)
     return logits
