@@ -170,3 +170,18 @@ def test_ridge_gram_is_the_lower_triangle_whatever_the_blocks(monkeypatch):
     w = torch.linalg.solve(phi.T @ phi + 0.5 * torch.eye(20, dtype=torch.float64),
                            phi.T @ torch.nn.functional.one_hot(labels, 3).double())
     torch.testing.assert_close(r.weight(), w.float(), rtol=1e-5, atol=1e-6)
+
+
+def test_values_written_column_by_column_equal_a_full_rewrite():
+    # partial_fit rewrites only the columns of the classes it saw (and classes added since the
+    # last write): the table must equal the one derived from all the counts at once.
+    b = keyed(num_classes=2)
+    rule = attach_values_rule(b, "counts", smoothing=0.3, counts_weight=0.5)
+    b.values_rule.partial_fit(token_indices(10, seed=1), torch.tensor([0, 1] * 5))
+    b.add_classes(3)  # classes 2..4; 4 gets no example
+    b.values_rule.partial_fit(token_indices(6, seed=2), torch.tensor([2, 3, 2, 3, 2, 2]))
+    b.values_rule.partial_fit(token_indices(4, seed=3), torch.tensor([0, 0, 3, 3]))
+    written = b.value_table.detach().clone()
+    rule.write_values()  # everything from the statistics
+    assert torch.equal(written, b.value_table.detach())
+    assert torch.equal(written[:, 4], rule.counts.values()[:, 4])  # the never-fitted class too

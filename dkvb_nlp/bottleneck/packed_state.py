@@ -31,8 +31,22 @@ def _prefix(name: str, suffix: str) -> str:
     return name[: len(name) - len(suffix)]
 
 
-def _lower(shape, device) -> torch.Tensor:
-    return torch.ones(*shape, dtype=torch.bool, device=device).tril()
+def _tril_values(square: torch.Tensor) -> torch.Tensor:
+    """The lower triangle of a square matrix, row by row (the order of a `tril` boolean mask).
+
+    Row slices joined by one `cat`: a memory copy, where boolean-mask indexing of a 4096 x 4096
+    matrix took about 0.4 s per checkpoint."""
+    return torch.cat([square[i, : i + 1] for i in range(square.shape[0])])
+
+
+def _from_tril_values(values: torch.Tensor, shape) -> torch.Tensor:
+    """The inverse of `_tril_values`: a square matrix with zeros above the diagonal."""
+    full = values.new_zeros(shape)
+    start = 0
+    for i in range(shape[0]):
+        full[i, : i + 1] = values[start : start + i + 1]
+        start += i + 1
+    return full
 
 
 def pack_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -47,7 +61,7 @@ def pack_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             packed[name + _NONZERO_VALUE] = flat[at]
             packed[name + _SHAPE] = torch.tensor(tensor.shape, dtype=torch.int64)
         elif name.endswith(GRAM):
-            packed[name + _TRIL] = tensor[_lower(tensor.shape, tensor.device)]
+            packed[name + _TRIL] = _tril_values(tensor)
             packed[name + _SHAPE] = torch.tensor(tensor.shape, dtype=torch.int64)
         elif name.endswith(VALUES) and _prefix(name, VALUES) in rule_prefixes:
             continue  # derived from the statistics beside it
@@ -72,9 +86,7 @@ def unpack_state(packed: dict[str, torch.Tensor], reference: dict[str, torch.Ten
         elif name.endswith(_TRIL):
             base = _prefix(name, _TRIL)
             shape = [int(s) for s in packed[base + _SHAPE]]
-            full = tensor.new_zeros(shape)
-            full[_lower(shape, tensor.device)] = tensor
-            state[base] = full
+            state[base] = _from_tril_values(tensor, shape)
         elif not name.endswith((_NONZERO_VALUE, _SHAPE)):
             state[name] = tensor
     for name in reference:

@@ -118,13 +118,14 @@ class RidgeReadout(nn.Module):
     def weight(self) -> torch.Tensor:
         """W = (G + lambda I)^-1 Q, (M, classes) float32; solved once per change of the statistics."""
         if self._weight is None or self._weight.shape[1] != self.num_classes:
-            a = self.gram.tril()  # the stored lower triangle (a copy: the statistics stay as they are)
+            a = self.gram.clone()  # a copy: the statistics stay as they are (a plain copy, not tril's masked one)
             a.diagonal().add_(self.ridge)
             factor, info = torch.linalg.cholesky_ex(a)  # reads the lower triangle only
             if int(info) == 0:
                 w = torch.cholesky_solve(self.targets, factor)
             else:  # not positive definite in floating point: a general solve of the symmetric matrix
-                w = torch.linalg.solve(a + a.tril(-1).T, self.targets)
+                lower = a.tril()
+                w = torch.linalg.solve(lower + lower.tril(-1).T, self.targets)
             self._weight = w.float()
         return self._weight
 

@@ -94,9 +94,12 @@ class CountValues(nn.Module):
         return self
 
     @torch.no_grad()
-    def values(self) -> torch.Tensor:
-        """The derived value table (C*K, classes), float32."""
+    def values(self, columns: torch.Tensor | None = None) -> torch.Tensor:
+        """The derived value table (C*K, classes), float32; with `columns` (class indices) only
+        those columns, (C*K, len(columns)): a class's values read its own counts only."""
         a, k = self.smoothing, self.num_keys
         n = self.counts.view(self.num_codebooks, k, -1)
+        if columns is not None:
+            n = n[..., columns]
         v = torch.log((n + a) / (n.sum(1, keepdim=True) + a * k)) * self.weight
         return v.reshape(-1, n.shape[-1]).float()

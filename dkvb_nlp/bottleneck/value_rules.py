@@ -72,6 +72,7 @@ class OrderFreeValues(nn.Module):
             if spec.counts else None
         self.readout = RidgeReadout(front.num_codebooks * front.key_dim, n, ridge_features, ridge, seed) \
             if spec.ridge else None
+        self._unwritten: set[int] = set(range(n))  # value columns not derived from the statistics yet
 
     @property
     def head(self):
@@ -87,9 +88,11 @@ class OrderFreeValues(nn.Module):
         return 0 if self.readout is None else self.readout.num_features * self.readout.num_classes
 
     def add_classes(self, n: int) -> None:
+        start = (self.counts if self.counts is not None else self.readout).num_classes
         for part in (self.counts, self.readout):
             if part is not None:
                 part.add_classes(n)
+        self._unwritten.update(range(start, start + n))
 
     @torch.no_grad()
     def partial_fit(self, indices: torch.Tensor, labels: torch.Tensor, check: bool = True) -> "OrderFreeValues":
@@ -101,17 +104,28 @@ class OrderFreeValues(nn.Module):
             self.counts.partial_fit(indices, labels)
         if self.readout is not None:
             self.readout.partial_fit(pooled_keys(self.front, indices), labels)
-        self.write_values()
+        self.write_values(torch.unique(labels))
         return self
 
     @torch.no_grad()
-    def write_values(self) -> None:
-        """Copy the values derived from the counts into the head's value table (zeros without counts)."""
+    def write_values(self, columns: torch.Tensor | None = None) -> None:
+        """Copy the values derived from the counts into the head's value table (zeros without counts).
+
+        `columns`: only these classes' columns changed (a class's values read its own counts
+        only), plus the columns added since the last write; None: the whole table.
+        """
         table = self.head.value_table
-        if self.counts is None:
+        if self.counts is None:  # 'ridge': the values stay zero (the table's columns may be a decoder's inputs)
             table.data.zero_()
-        else:
+            return
+        if columns is not None:
+            columns = sorted(set(columns.tolist()) | self._unwritten)
+        self._unwritten.clear()
+        if columns is None or len(columns) == table.shape[1]:
             table.data.copy_(self.counts.values().to(table))
+            return
+        cols = torch.tensor(columns, dtype=torch.long, device=self.counts.counts.device)
+        table.data[:, cols.to(table.device)] = self.counts.values(cols).to(table)
 
     def readout_features(self, indices: torch.Tensor) -> torch.Tensor | None:
         """The readout's random features phi (B, M) of key indices, or None without a readout.
