@@ -118,7 +118,7 @@ def test_open_world_rows_get_their_own_table_and_the_dataset_is_named():
             make_run("nmc", 0, "class_il", "clinc150", np.tril(np.full((2, 2), 0.8)), task_names=["t1", "t2"])]
     results = make_results(runs, config={"scenario": "class_il", "dataset": None})
     rows = open_world_rows(results)
-    assert rows == [list(HEADER), ["dkvb", "0", "95.31", "97.62", "11.20", "76.0 / 94.22", "90.0 / 91.91", "95.00"]]
+    assert rows == [list(HEADER), ["dkvb", "0", "msp", "95.31", "97.62", "11.20", "76.0 / 94.22", "90.0 / 91.91", "95.00"]]
     from dkvb_nlp.report.plots import plot_pngs
 
     page = Page(report_html(results, plot_pngs(results)))
