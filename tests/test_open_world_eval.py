@@ -37,11 +37,14 @@ def test_oos_rows_and_unseen_auroc_are_recorded_and_recomputable(oos_data, tiny_
     rows = run["open_world"]
     assert len(rows) == 3 and "unseen_auroc" not in rows[-1] and "unseen_auroc" in rows[0]
     last = rows[-1]["oos"]
-    assert set(last) == {"score", "auroc", "fpr_at_95_tpr", "closed_set_accuracy", "youden", "accuracy"}
+    assert set(last) == {"score", "auroc", "fpr_at_95_tpr", "closed_set_accuracy", "youden", "accuracy", "validation"}
     assert last["score"] == "msp"
     assert last["closed_set_accuracy"] == pytest.approx(np.mean(run["accuracy_matrix"][-1]))  # equal-size tasks
+    val = last["validation"]
     for rule in ("youden", "accuracy"):
         assert 0 <= last[rule]["oos_recall"] <= 1 and last[rule]["in_scope_accuracy"] <= last["closed_set_accuracy"]
+        assert val[rule]["in_scope_accuracy"] <= val["closed_set_accuracy"]
+    assert val["accuracy"]["in_scope_accuracy"] >= val["closed_set_accuracy"] - 0.01 - 1e-9  # the rule's budget
     # the AUROC is the MSP AUROC of the final model's logits over the seen classes
     z_in = np.concatenate([strategy.logits(ctx.split(j, "test")).numpy() for j in range(3)])
     z_out = strategy.logits(ctx.unknown_split("test")).numpy()

@@ -11,7 +11,7 @@ kinds of unknown inputs are measured:
   on validation (seen tasks' validation texts + oos_validation; `open_world.choose_threshold`),
   rules 'youden' and 'accuracy' (in-scope accuracy within 1 point of the closed-set accuracy,
   the issue's operating point), the OOS recall and the in-scope accuracy (a rejected in-scope
-  text counts wrong).
+  text counts wrong); `oos["validation"]` holds the same metrics on the validation texts.
 
 The score (`oos["score"]`): 'msp', 1 - max softmax probability over the seen classes; or, where
 the stream has a learned out-of-scope class (class_il `oos_train=True`, `data/oos_class.py`),
@@ -110,8 +110,12 @@ def _oos(ctx, strategy, t: int, test_logits) -> dict:
     val_in = oos_scores(ctx, torch.cat(val_logits))
     val_out = oos_scores(ctx, seen_logits(ctx, strategy, ctx.unknown_split("validation"), t))
     correct_val = _correct(ctx, val_logits, "validation", t)
+    # The same metrics on validation, where the thresholds (and any choice of score) are made.
+    result["validation"] = {"auroc": auroc(val_in, val_out), "closed_set_accuracy": float(correct_val.mean())}
     for rule in RULES:
         threshold = choose_threshold(val_in, val_out, rule=rule, correct_in_val=correct_val)
         result[rule] = {"threshold": threshold, "oos_recall": float(np.mean(out_scores > threshold)),
                         "in_scope_accuracy": float(np.mean(correct & (seen_scores <= threshold)))}
+        result["validation"][rule] = {"oos_recall": float(np.mean(val_out > threshold)),
+                                      "in_scope_accuracy": float(np.mean(correct_val & (val_in <= threshold)))}
     return result
