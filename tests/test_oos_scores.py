@@ -29,7 +29,8 @@ from dkvb_nlp.open_world import (
 
 def test_registry_names_every_score_and_lists_them_for_an_unknown_name():
     assert SCORES.names() == ["energy", "key_distance", "key_evidence", "knn", "mahalanobis", "msp", "oos_class"]
-    with pytest.raises(ValueError, match="accepted: energy, key_distance, key_evidence, knn, mahalanobis, msp, oos_class"):
+    with pytest.raises(ValueError, match="accepted: energy, key_distance, key_evidence, knn, mahalanobis, msp, "
+                                         "oos_class"):
         SCORES.get("entropy")
     with pytest.raises(ValueError, match="accepted"):
         score("entropy", logits=np.zeros((2, 2)))

@@ -37,7 +37,8 @@ def test_oos_rows_and_unseen_auroc_are_recorded_and_recomputable(oos_data, tiny_
     rows = run["open_world"]
     assert len(rows) == 3 and "unseen_auroc" not in rows[-1] and "unseen_auroc" in rows[0]
     last = rows[-1]["oos"]
-    assert set(last) == {"score", "auroc", "fpr_at_95_tpr", "closed_set_accuracy", "youden", "accuracy", "validation"}
+    assert set(last) == {"score", "auroc", "fpr_at_95_tpr", "closed_set_accuracy", "youden", "accuracy",
+                         "validation"}
     assert last["score"] == "msp"
     assert last["closed_set_accuracy"] == pytest.approx(np.mean(run["accuracy_matrix"][-1]))  # equal-size tasks
     val = last["validation"]

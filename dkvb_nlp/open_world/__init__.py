@@ -20,4 +20,5 @@ from .scores import (
 )
 
 __all__ = ["SCORES", "MahalanobisFit", "auroc", "choose_threshold", "energy", "fit_mahalanobis", "fpr_at_95_tpr",
-           "key_distance", "key_evidence", "knn", "knn_bank", "mahalanobis", "msp", "oos_class", "oos_metrics", "score"]
+           "key_distance", "key_evidence", "knn", "knn_bank", "mahalanobis", "msp", "oos_class",
+           "oos_metrics", "score"]

@@ -111,7 +111,8 @@ def oos_class(logits: Any, oos_index: int) -> np.ndarray:
     out-of-scope class (softmax over every finite column; -inf marks a masked class). In [-1, 1]:
     above 0 exactly where the out-of-scope class is the most probable."""
     z = _as_tensor(logits, "logits", (2,), masked=True)
-    if not isinstance(oos_index, (int, np.integer)) or isinstance(oos_index, bool) or not 0 <= oos_index < z.shape[1]:
+    if (not isinstance(oos_index, (int, np.integer)) or isinstance(oos_index, bool)
+            or not 0 <= oos_index < z.shape[1]):
         raise ValueError(f"oos_index={oos_index!r} must be a column of the {z.shape[1]} logits")
     if not torch.isfinite(z[:, oos_index]).all():
         raise ValueError(f"the out-of-scope column {oos_index} of the logits is masked (-inf)")
