@@ -9,7 +9,9 @@
   default per dataset: CLINC150 10, 20 Newsgroups 2, R8 2 (4 tasks), otherwise 2), or
   `class_groups="domain"` (CLINC150's 10 domains x 15 intents), or explicit `class_groups`
   (kept in the order given). `class_order`/`class_groups` may name a subset of the classes; the
-  other classes are then left out of the stream.
+  other classes are then left out of the stream. `oos=True` adds out-of-scope texts to the
+  evaluation (CLINC150's oos_validation / oos_test); `oos_train=True` also learns the
+  `oos_train` texts as one more class that arrives with the first task (`oos_class.py`).
 - ``task_type_il``: one dataset per task, one head per task (default GLUE RTE, MRPC, QQP, SST-2).
   `seed` s picks the s-th of the n! task orders (seeds 0..23 enumerate the 24 GLUE orders).
 - ``stream_il`` (`stream_il.py`): task-free; classes arrive in one blurry pass, evaluated every
