@@ -143,6 +143,7 @@ def test_two_processes_match_one(tiny_encoder_dir, tmp_path):
     (["--dataset", "no_such_data"], "no_such_data"),
     (["--set", "dkvb.num_codebooks=5"], "num_codebooks=5 does not divide hidden size 384; use one of 1, 2, 3, 4, 6"),
     (["--set", "dkvb.num_keys=0"], "dkvb.num_keys=0 must be >= 1 (an integer"),
+    (["--set", "scenario_options.oos_train=true"], "oos_train=True needs oos=True"),
 ])
 def test_bad_options_give_one_clear_error(args, message, tmp_path):
     proc = run_job(["--output-dir", tmp_path / "o", "--cache-dir", tmp_path / "c", "--max-train-per-class", "2", *args],

@@ -21,17 +21,35 @@ from dkvb_nlp.open_world import (
     knn_bank,
     mahalanobis,
     msp,
+    oos_class,
     oos_metrics,
     score,
 )
 
 
 def test_registry_names_every_score_and_lists_them_for_an_unknown_name():
-    assert SCORES.names() == ["energy", "key_distance", "key_evidence", "knn", "mahalanobis", "msp"]
-    with pytest.raises(ValueError, match="accepted: energy, key_distance, key_evidence, knn, mahalanobis, msp"):
+    assert SCORES.names() == ["energy", "key_distance", "key_evidence", "knn", "mahalanobis", "msp", "oos_class"]
+    with pytest.raises(ValueError, match="accepted: energy, key_distance, key_evidence, knn, mahalanobis, msp, "
+                                         "oos_class"):
         SCORES.get("entropy")
     with pytest.raises(ValueError, match="accepted"):
         score("entropy", logits=np.zeros((2, 2)))
+
+
+def test_oos_class_is_the_learned_class_probability_minus_the_best_in_scope_one():
+    z = np.array([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0], [1.0, float("-inf"), 1.0]])
+    p = torch.softmax(torch.tensor([[2.0, 0.0, 1.0], [0.0, 0.0, 3.0]], dtype=torch.float64), 1).numpy()
+    s = oos_class(z, oos_index=2)
+    assert s[:2] == pytest.approx([p[0, 2] - p[0, 0], p[1, 2] - p[1, 0]])
+    assert s[2] == pytest.approx(0.0)  # a tie with the best in-scope class; the masked class counts 0
+    assert (s[1] > 0) and (s[0] < 0)  # > 0 exactly where the out-of-scope class is the most probable
+    assert score("oos_class", logits=z, oos_index=2) == pytest.approx(s)
+    with pytest.raises(ValueError, match="oos_index=3 must be a column of the 3 logits"):
+        oos_class(z, oos_index=3)
+    with pytest.raises(ValueError, match="out-of-scope column 1 of the logits is masked"):
+        oos_class(z, oos_index=1)
+    with pytest.raises(ValueError, match="score 'oos_class' needs oos_index"):
+        score("oos_class", logits=z)
 
 
 # ---------------------------------------------------------------------- synthetic DKVB world

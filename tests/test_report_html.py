@@ -118,10 +118,18 @@ def test_open_world_rows_get_their_own_table_and_the_dataset_is_named():
             make_run("nmc", 0, "class_il", "clinc150", np.tril(np.full((2, 2), 0.8)), task_names=["t1", "t2"])]
     results = make_results(runs, config={"scenario": "class_il", "dataset": None})
     rows = open_world_rows(results)
-    assert rows == [list(HEADER), ["dkvb", "0", "95.31", "97.62", "11.20", "76.0 / 94.22", "90.0 / 91.91", "95.00"]]
+    assert rows == [list(HEADER), ["dkvb", "0", "msp", "95.31", "97.62", "11.20", "76.0 / 94.22", "90.0 / 91.91",
+                                   "95.00", "-", "-", "-"]]
     from dkvb_nlp.report.plots import plot_pngs
 
     page = Page(report_html(results, plot_pngs(results)))
     assert rows[1] in page.rows and ["dataset"] not in page.rows
     assert "clinc150" in report_html(results, plot_pngs(results)).split("<h2>Summary")[0]
     assert open_world_rows(make_results(runs[1:], config={})) == []
+    validated = {**oos, "score": "oos_class",
+                 "validation": {"auroc": 0.985, "closed_set_accuracy": 0.958,
+                                "accuracy": {"oos_recall": 0.83, "in_scope_accuracy": 0.948}}}
+    run = make_run("dkvb", 0, "class_il", "clinc150", np.tril(np.full((2, 2), 0.9)), task_names=["t1", "t2"],
+                   open_world=[{"unseen_auroc": 0.95}, {"oos": validated}])
+    assert open_world_rows(make_results([run], config={}))[1][2:4] == ["oos_class", "95.31"]
+    assert open_world_rows(make_results([run], config={}))[1][-3:] == ["95.80", "98.50", "83.0 / 94.80"]

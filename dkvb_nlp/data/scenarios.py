@@ -9,7 +9,9 @@
   default per dataset: CLINC150 10, 20 Newsgroups 2, R8 2 (4 tasks), otherwise 2), or
   `class_groups="domain"` (CLINC150's 10 domains x 15 intents), or explicit `class_groups`
   (kept in the order given). `class_order`/`class_groups` may name a subset of the classes; the
-  other classes are then left out of the stream.
+  other classes are then left out of the stream. `oos=True` adds out-of-scope texts to the
+  evaluation (CLINC150's oos_validation / oos_test); `oos_train=True` also learns the
+  `oos_train` texts as one more class that arrives with the first task (`oos_class.py`).
 - ``task_type_il``: one dataset per task, one head per task (default GLUE RTE, MRPC, QQP, SST-2).
   `seed` s picks the s-th of the n! task orders (seeds 0..23 enumerate the 24 GLUE orders).
 - ``stream_il`` (`stream_il.py`): task-free; classes arrive in one blurry pass, evaluated every
@@ -26,6 +28,7 @@ task, for quick runs), `validation_fraction` (used only where a validation split
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import os
@@ -38,6 +41,7 @@ from datasets.table import InMemoryTable
 
 from ..registry import Registry
 from .catalog import dataset_spec, load_text_dataset
+from .oos_class import OOS_TRAIN_SPLIT, oos_label, oos_train_rows, with_oos_rows
 from .ordering import explicit_order, nth_permutation, order_by_seed
 from .schema import DOMAIN, LABEL, LABEL_ID, column_array, label_names, normalize_text_dataset, require_columns
 from .splits import Splits, cap_per_key, resolve_splits
@@ -182,27 +186,38 @@ def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[in
              class_groups=None, class_order: Optional[Sequence[str]] = None, multi_head: bool = False,
              seed: int = 0, data_seed: int = 0, max_train_per_class: Optional[int] = None,
              validation_fraction: float = 0.1, encoding: str = "utf-8", empty_texts: Optional[str] = None,
-             oos: bool = False) -> TaskStream:
+             oos: bool = False, oos_train: bool = False) -> TaskStream:
     """Class-incremental: disjoint class groups, one shared head (or one per task with `multi_head`).
 
     `oos=True` adds the dataset's out-of-scope texts (splits `oos_validation`, `oos_test`, as
-    CLINC150 has) to the stream, for the open-world evaluation (one shared head only)."""
+    CLINC150 has) to the stream, for the open-world evaluation (one shared head only).
+    `oos_train=True` (with `oos=True`) also teaches the `oos_train` texts as one more class that
+    arrives with the first task (`oos_class.py`; CLINC150's "oos-train" protocol)."""
     name, data = _load(dataset, encoding=encoding, empty_texts=empty_texts)
     unknown = _unknown_splits(data, name, oos, multi_head)
     classes = label_names(data)
     if len(classes) < 2:
         raise ValueError(f"class_il needs at least 2 classes; dataset {name!r} has {classes}")
+    oos_rows = oos_train_rows(data, name, oos_train, oos, classes)
     groups = _class_groups(data, name, classes, classes_per_task, class_groups, class_order, seed)
     if multi_head and min(len(g) for g in groups) < 2:
         raise ValueError("multi_head=True needs at least 2 classes per task (a 1-class head always answers it); "
                          f"got group sizes {[len(g) for g in groups]}")
     splits = resolve_splits(data, validation_fraction=validation_fraction, seed=data_seed)
-    heads = tuple(tuple(g) for g in groups) if multi_head else (tuple(c for g in groups for c in g),)
     if class_groups == "domain":
         domain_of = dict(zip(column_array(data["train"], LABEL), column_array(data["train"], DOMAIN)))
         task_names = [f"domain {domain_of[g[0]]}" for g in groups]
     else:
         task_names = [_group_name(g) for g in groups]
+    oos_class = None
+    if oos_rows is not None:  # the first task also brings the out-of-scope class (train rows only)
+        oos_class = oos_label(oos_rows)
+        splits = dataclasses.replace(splits, train=with_oos_rows(splits.train, oos_rows),
+                                     sources={**splits.sources, "train": f"{splits.sources.get('train', 'train')} "
+                                              f"+ {OOS_TRAIN_SPLIT} as class {oos_class!r} (task 0)"})
+        groups = [list(groups[0]) + [oos_class]] + [list(g) for g in groups[1:]]
+        task_names[0] += f" + {oos_class}"
+    heads = tuple(tuple(g) for g in groups) if multi_head else (tuple(c for g in groups for c in g),)
     tasks = tuple(
         _make_task(t, task_names[t], splits, lambda ds, g=g: _rows(ds, LABEL, g), g, t if multi_head else 0,
                    heads[t if multi_head else 0], name, max_train_per_class, data_seed)
@@ -210,9 +225,10 @@ def class_il(dataset: DatasetLike = "clinc150", *, classes_per_task: Optional[in
     options = dict(dataset=name, classes_per_task=classes_per_task, class_groups=class_groups,
                    class_order=None if class_order is None else list(class_order), multi_head=multi_head,
                    seed=seed, data_seed=data_seed, max_train_per_class=max_train_per_class,
-                   validation_fraction=validation_fraction, oos=oos)
+                   validation_fraction=validation_fraction, oos=oos, oos_train=oos_train)
     return validate_stream(TaskStream("class_il", tasks, heads, task_id_at_test=multi_head, disjoint_labels=True,
-                                      split_sources={name: splits.sources}, options=options, unknown=unknown))
+                                      split_sources={name: splits.sources}, options=options, unknown=unknown,
+                                      oos_class=oos_class))
 
 
 def _unknown_splits(data: DatasetDict, name: str, oos, multi_head: bool) -> dict:

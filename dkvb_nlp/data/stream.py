@@ -56,6 +56,9 @@ class TaskStream:
     # Out-of-scope texts (of no class of any head) by split, 'validation' and 'test': the open-world
     # evaluation scores them beside the tasks' test texts (class_il's `oos=True` on CLINC150).
     unknown: Mapping[str, Dataset] = field(default_factory=dict)
+    # A learned out-of-scope class of head 0 (class_il's `oos_train=True`, `oos_class.py`): trained
+    # like any class, never a closed-set answer; its probability is an out-of-scope score.
+    oos_class: str | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -85,6 +88,11 @@ class TaskStream:
     def class_order(self) -> tuple[str, ...]:
         """Label names in the order tasks introduce them (repeats in later tasks skipped)."""
         return tuple(dict.fromkeys(name for task in self.tasks for name in task.label_names))
+
+    @property
+    def oos_class_id(self) -> int | None:
+        """Position of the learned out-of-scope class in head 0, or None when there is none."""
+        return None if self.oos_class is None else self.heads[0].index(self.oos_class)
 
     def seen_label_ids(self, task_id: int, head: int = 0) -> tuple[int, ...]:
         """Ids in `head` of the labels introduced by tasks 0..task_id (for masking unseen classes)."""
@@ -144,4 +152,9 @@ def validate_stream(stream: TaskStream) -> TaskStream:
             covered = {name for (head, name) in owner if head == h}
             if covered != set(names):
                 raise ValueError(f"head {h}: tasks cover {len(covered)} of its {len(names)} classes")
+    if stream.oos_class is not None:
+        if stream.num_heads != 1 or stream.task_id_at_test:
+            raise ValueError("a learned out-of-scope class needs one shared head and no task id at test")
+        if stream.heads[0].count(stream.oos_class) != 1:
+            raise ValueError(f"the out-of-scope class {stream.oos_class!r} is not a class of the head")
     return stream

@@ -13,7 +13,7 @@ from ..faults import crash_point
 from ..results import make_run
 from .checkpoint import Checkpoint, CheckpointError
 from .context import RunContext
-from .open_world_eval import masked_logits, open_world_row
+from .open_world_eval import closed_set, masked_logits, open_world_row, seen_logits
 from .tracking import TrackedRun
 from ..progress import progress_bar
 from ..metrics import accuracy, macro_f1
@@ -81,12 +81,12 @@ def _run_continual(ctx: RunContext, strategy, dataset, checkpoint_dir, resume, l
         evaluated = t == n - 1 or strategy.evaluates_after(t)
         row_acc, row_f1 = ([], []) if evaluated else ([None] * n, [None] * n)  # None: not evaluated
         shown = ctx.progress and ctx.process.is_main_process
-        test_logits = [masked_logits(ctx, strategy, ctx.split(j, "test"), t)
+        test_logits = [seen_logits(ctx, strategy, ctx.split(j, "test"), t)
                        for j in progress_bar(range(n if evaluated else 0),
                                              desc=f"{strategy.name} evaluating after task {t + 1}",
                                              enabled=shown, unit="task")]
         for j, logits in enumerate(test_logits):
-            pred = logits.argmax(1).numpy()
+            pred = closed_set(ctx, logits).argmax(1).numpy()  # a learned out-of-scope class is no answer
             labels = ctx.split(j, "test").labels
             row_acc.append(accuracy(pred, labels))
             row_f1.append(macro_f1(pred, labels))

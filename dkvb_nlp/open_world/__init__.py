@@ -14,9 +14,11 @@ from .scores import (
     knn_bank,
     mahalanobis,
     msp,
+    oos_class,
     oos_metrics,
     score,
 )
 
 __all__ = ["SCORES", "MahalanobisFit", "auroc", "choose_threshold", "energy", "fit_mahalanobis", "fpr_at_95_tpr",
-           "key_distance", "key_evidence", "knn", "knn_bank", "mahalanobis", "msp", "oos_metrics", "score"]
+           "key_distance", "key_evidence", "knn", "knn_bank", "mahalanobis", "msp", "oos_class",
+           "oos_metrics", "score"]

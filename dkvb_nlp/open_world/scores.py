@@ -7,6 +7,8 @@ pooled features.
 
     msp            1 - max softmax probability of the logits (Hendrycks & Gimpel, 2017)
     energy         -T logsumexp(logits / T) (Liu et al., 2020)
+    oos_class      p(oos) - max in-scope probability, for logits with a learned out-of-scope class
+                   at column `oos_index` (CLINC150's oos_train texts learned as a class)
     key_distance   mean over valid tokens and codebooks of the L2 distance of each token segment
                    to its nearest key (DKVB; the per-example form of `shift_score`)
     key_evidence   how little class evidence the fetched keys carry: -mean log(1 + total count)
@@ -101,6 +103,23 @@ def energy(logits: Any, temperature: float = 1.0) -> np.ndarray:
         raise ValueError(f"temperature={temperature!r} must be a number > 0")
     z = _as_tensor(logits, "logits", (2,), masked=True).double()
     return (-temperature * torch.logsumexp(z / temperature, dim=1)).numpy()
+
+
+@SCORES.register("oos_class")
+def oos_class(logits: Any, oos_index: int) -> np.ndarray:
+    """p(oos) - max in-scope probability of logits (B, classes) whose column `oos_index` is a learned
+    out-of-scope class (softmax over every finite column; -inf marks a masked class). In [-1, 1]:
+    above 0 exactly where the out-of-scope class is the most probable."""
+    z = _as_tensor(logits, "logits", (2,), masked=True)
+    if (not isinstance(oos_index, (int, np.integer)) or isinstance(oos_index, bool)
+            or not 0 <= oos_index < z.shape[1]):
+        raise ValueError(f"oos_index={oos_index!r} must be a column of the {z.shape[1]} logits")
+    if not torch.isfinite(z[:, oos_index]).all():
+        raise ValueError(f"the out-of-scope column {oos_index} of the logits is masked (-inf)")
+    p = torch.softmax(z.double(), dim=1)
+    p_oos = p[:, oos_index].clone()
+    p[:, oos_index] = -1.0
+    return (p_oos - p.max(dim=1).values).numpy()
 
 
 # ---------------------------------------------------------------------- DKVB scores

@@ -1,9 +1,12 @@
 """The open-world rows of a results dict as a table: one row per method and seed.
 
 From the `open_world` entries the loop records (`dkvb_nlp/engine/open_world_eval.py`): after the
-last task, the out-of-scope AUROC, FPR at 95% TPR and closed-set accuracy, the OOS recall and
-in-scope accuracy at the 'accuracy' (1-point budget) and 'youden' thresholds chosen on
-validation; and the mean over tasks 1..T-1 of the AUROC of seen vs not-yet-seen classes.
+last task, the out-of-scope score (`msp`, or `oos_class` with a learned out-of-scope class;
+results without the field predate `oos_class` and are `msp`), its AUROC and FPR at 95% TPR, the
+closed-set accuracy, the OOS recall and in-scope accuracy at the 'accuracy' (1-point budget) and
+'youden' thresholds chosen on validation; the mean over tasks 1..T-1 of the AUROC of seen vs
+not-yet-seen classes; and on validation itself (where the thresholds are chosen; '-' in results
+that predate it), the AUROC and the recall / in-scope accuracy at the 'accuracy' threshold.
 """
 
 from __future__ import annotations
@@ -12,8 +15,10 @@ from typing import Mapping
 
 import numpy as np
 
-HEADER = ("method", "seed", "closed-set acc", "OOS AUROC", "FPR@95TPR", "recall / in-scope acc (accuracy rule)",
-          "recall / in-scope acc (youden)", "seen vs unseen AUROC (mean over tasks)")
+HEADER = ("method", "seed", "OOS score", "closed-set acc", "OOS AUROC", "FPR@95TPR",
+          "recall / in-scope acc (accuracy rule)", "recall / in-scope acc (youden)",
+          "seen vs unseen AUROC (mean over tasks)",
+          "validation: closed-set acc", "validation: OOS AUROC", "validation: recall / in-scope acc (accuracy rule)")
 
 
 def open_world_rows(results: Mapping) -> list[list[str]]:
@@ -27,14 +32,22 @@ def open_world_rows(results: Mapping) -> list[list[str]]:
         unseen = [r["unseen_auroc"] for r in world if "unseen_auroc" in r]
         cells = [str(run["method"]), str(run["seed"])]
         if last is None:
-            cells += ["-"] * 5
+            cells += ["-"] * 6
         else:
-            cells += [f"{100 * last['closed_set_accuracy']:.2f}", f"{100 * last['auroc']:.2f}",
+            cells += [str(last.get("score", "msp")), f"{100 * last['closed_set_accuracy']:.2f}",
+                      f"{100 * last['auroc']:.2f}",
                       f"{100 * last['fpr_at_95_tpr']:.2f}"]
             for rule in ("accuracy", "youden"):
                 r = last.get(rule)
                 cells.append("-" if r is None else f"{100 * r['oos_recall']:.1f} / {100 * r['in_scope_accuracy']:.2f}")
         cells.append(f"{100 * np.mean(unseen):.2f}" if unseen else "-")
+        val = (last or {}).get("validation")
+        if val is None:
+            cells += ["-"] * 3
+        else:
+            r = val.get("accuracy")
+            cells += [f"{100 * val['closed_set_accuracy']:.2f}", f"{100 * val['auroc']:.2f}",
+                      "-" if r is None else f"{100 * r['oos_recall']:.1f} / {100 * r['in_scope_accuracy']:.2f}"]
         rows.append(cells)
     return [list(HEADER), *rows] if rows else []
 
