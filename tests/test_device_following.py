@@ -147,7 +147,7 @@ ALLOWED_CPU = {
     ("engine/checkpoint.py", "Checkpoint.save"): "safetensors writes host tensors to disk",
     ("engine/fingerprint.py", "hash_tensors"): "hashing reads the tensor's bytes on the host",
     ("engine/feature_cache.py", "FeatureCache._write_batch"): "encoded states are written to the memory-mapped cache",
-    ("engine/open_world_eval.py", "masked_logits"): "the metrics are numpy on the host",
+    ("engine/open_world_eval.py", "seen_logits"): "the metrics are numpy on the host",
     ("strategies/finetune.py", "FinetuneStrategy.logits"): "logits gathered across processes on the host",
 }
 SCANNED = ("strategies", "engine")
