@@ -114,8 +114,12 @@ def _oos(ctx, strategy, t: int, test_logits) -> dict:
     result["validation"] = {"auroc": auroc(val_in, val_out), "closed_set_accuracy": float(correct_val.mean())}
     for rule in RULES:
         threshold = choose_threshold(val_in, val_out, rule=rule, correct_in_val=correct_val)
-        result[rule] = {"threshold": threshold, "oos_recall": float(np.mean(out_scores > threshold)),
-                        "in_scope_accuracy": float(np.mean(correct & (seen_scores <= threshold)))}
-        result["validation"][rule] = {"oos_recall": float(np.mean(val_out > threshold)),
-                                      "in_scope_accuracy": float(np.mean(correct_val & (val_in <= threshold)))}
+        result[rule] = {"threshold": threshold, **_at_threshold(threshold, seen_scores, out_scores, correct)}
+        result["validation"][rule] = _at_threshold(threshold, val_in, val_out, correct_val)
     return result
+
+
+def _at_threshold(threshold: float, in_scores: np.ndarray, out_scores: np.ndarray, correct: np.ndarray) -> dict:
+    """OOS recall and in-scope accuracy (a rejected in-scope text counts wrong) at `threshold`."""
+    return {"oos_recall": float(np.mean(out_scores > threshold)),
+            "in_scope_accuracy": float(np.mean(correct & (in_scores <= threshold)))}

@@ -21,6 +21,13 @@ HEADER = ("method", "seed", "OOS score", "closed-set acc", "OOS AUROC", "FPR@95T
           "validation: closed-set acc", "validation: OOS AUROC", "validation: recall / in-scope acc (accuracy rule)")
 
 
+def _recall_cell(at_rule: Mapping | None) -> str:
+    """'recall / in-scope accuracy' (in %) at one rule's threshold, '-' where it was not measured."""
+    if at_rule is None:
+        return "-"
+    return f"{100 * at_rule['oos_recall']:.1f} / {100 * at_rule['in_scope_accuracy']:.2f}"
+
+
 def open_world_rows(results: Mapping) -> list[list[str]]:
     """[HEADER, row, ...] in %; empty when no run has an open-world entry."""
     rows = []
@@ -37,17 +44,14 @@ def open_world_rows(results: Mapping) -> list[list[str]]:
             cells += [str(last.get("score", "msp")), f"{100 * last['closed_set_accuracy']:.2f}",
                       f"{100 * last['auroc']:.2f}",
                       f"{100 * last['fpr_at_95_tpr']:.2f}"]
-            for rule in ("accuracy", "youden"):
-                r = last.get(rule)
-                cells.append("-" if r is None else f"{100 * r['oos_recall']:.1f} / {100 * r['in_scope_accuracy']:.2f}")
+            cells += [_recall_cell(last.get(rule)) for rule in ("accuracy", "youden")]
         cells.append(f"{100 * np.mean(unseen):.2f}" if unseen else "-")
         val = (last or {}).get("validation")
         if val is None:
             cells += ["-"] * 3
         else:
-            r = val.get("accuracy")
             cells += [f"{100 * val['closed_set_accuracy']:.2f}", f"{100 * val['auroc']:.2f}",
-                      "-" if r is None else f"{100 * r['oos_recall']:.1f} / {100 * r['in_scope_accuracy']:.2f}"]
+                      _recall_cell(val.get("accuracy"))]
         rows.append(cells)
     return [list(HEADER), *rows] if rows else []
 

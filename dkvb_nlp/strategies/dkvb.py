@@ -40,6 +40,7 @@ logger = logging.getLogger(__name__)
 # Readout features kept for splits that are scored again (`DKVB._readout_features`), at most this
 # many bytes per run: CLINC150's test splits take 74 MB at M = 4096.
 FEATURE_KEEP_BYTES = 256 * 1024 * 1024
+SCORE_BLOCK = 2048  # examples scored at a time (`logits`); kept features are stored per block
 KEY_INIT_CORPORA = ("train",)  # or any dataset name / folder whose train split has texts
 
 
@@ -245,7 +246,7 @@ class DKVBStrategy(Strategy):
             self.ctx.log({"train/loss": loss})
 
     def _readout_features(self, data: SplitData, head, idx) -> list | None:
-        """The readout's features of a split's blocks of 2048, kept while they fit the budget.
+        """The readout's features of a split's blocks of `SCORE_BLOCK`, kept while they fit the budget.
 
         A split is scored after every task (the accuracy matrix); its features depend only on
         the frozen keys and the readout's fixed projection, so they are computed once (CLINC150's
@@ -261,8 +262,8 @@ class DKVBStrategy(Strategy):
             if self._features_bytes + size > FEATURE_KEEP_BYTES:
                 return None
             device = self.ctx.device
-            self._features[key] = [rule.readout_features(idx[i : i + 2048].to(device))
-                                   for i in range(0, idx.shape[0], 2048)]
+            self._features[key] = [rule.readout_features(idx[i : i + SCORE_BLOCK].to(device))
+                                   for i in range(0, idx.shape[0], SCORE_BLOCK)]
             self._features_bytes += size
         return self._features[key]
 
@@ -272,8 +273,9 @@ class DKVBStrategy(Strategy):
         idx = self.indices(data)
         device = self.ctx.device
         feats = self._readout_features(data, head, idx)
-        out = [back_logits(head, idx[i : i + 2048].to(device), features=None if feats is None else feats[i // 2048])
-               for i in range(0, idx.shape[0], 2048)]
+        out = [back_logits(head, idx[i : i + SCORE_BLOCK].to(device),
+                           features=None if feats is None else feats[i // SCORE_BLOCK])
+               for i in range(0, idx.shape[0], SCORE_BLOCK)]
         logits = torch.cat(out) if out else torch.zeros(0, head.num_classes, device=device)
         width = self.ctx.stream.classes_per_head[data.head]
         if logits.shape[1] < width:  # classes not yet added cannot be predicted
