@@ -41,8 +41,9 @@ Sections (more are added as the project grows):
 
 - search: exact nearest-key search, the inner loop of key initialisation and indexing: 20,000
   random queries x 16 codebooks against 4096 keys of 24 dims (MiniLM's 384 dims in 16
-  segments). Our fused AVX2 kernel (the default on x86-64 CPUs) and faiss (the fallback) against
-  the torch backend (the anchor: what we would run with neither).
+  segments). Our fused AVX2 kernel (the default on x86-64 CPUs), its AVX-512 and bf16-screen
+  variants where the CPU has them (checked equal to it bit for bit), faiss (the fallback) and the
+  matmul backend against the torch backend (the anchor: what we would run with none of them).
 
 Each measurement runs in its own subprocess so peak memory (ru_maxrss) is its own.
 """
@@ -794,8 +795,12 @@ def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: i
 
     gen = torch.Generator().manual_seed(0)
     heads, keys = torch.randn(n, c, dk, generator=gen), torch.randn(c, k, dk, generator=gen)
+    from dkvb_nlp.bottleneck.native import nearest_bf16
+
     stats: dict = {}
     fn = partial(matmul_search, precision=precision, stats=stats) if precision else search_mod.SEARCHES.get(backend)
+    if backend == "avx512_bf16":
+        fn = partial(nearest_bf16, stats=stats)
     reference = search_mod.SEARCHES.get("torch")(heads[:2000], keys)[1]
     agree = (fn(heads[:2000], keys)[1] == reference).double().mean().item()
     if agree < 0.999:  # exact searches differ only on float near-ties
@@ -806,21 +811,29 @@ def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: i
         fn(heads, keys)
         times.append(time.perf_counter() - start)
     out = {"seconds": min(times), "queries": n, "codebooks": c, "keys": k, "key_dim": dk}
-    if stats:  # the matmul backend's rows whose candidates needed the float64 re-rank, last run
+    if "reranked" in stats:  # the matmul backend's rows whose candidates needed the float64 re-rank, last run
         out["reranked_fraction"] = stats["reranked"] / max(1, stats["rows"])
+    if "searched_again" in stats:  # the bf16 screen's rows left to the full float32 search, last run
+        out["searched_again_fraction"] = stats["searched_again"] / max(1, stats["rows"])
+    if backend in ("avx512", "avx512_bf16"):  # they promise the AVX2 kernel's result bit for bit
+        out["equal_to_avx2"] = all(torch.equal(a, b) for a, b in zip(fn(heads, keys), search_mod.SEARCHES.get("avx2")(heads, keys)))
     return out
 
 
 def section_search(args) -> dict:
     """Exact nearest-key search: our fused AVX2 kernel, faiss and the matmul backend against torch."""
     from dkvb_nlp.bottleneck.machine import describe, native_bf16
-    from dkvb_nlp.bottleneck.native import load_kernel, unavailable_reason
+    from dkvb_nlp.bottleneck.native import bf16_unavailable_reason, load_kernel, unavailable_reason
     from dkvb_nlp.bottleneck.search_auto import explain
     from dkvb_nlp.bottleneck.search_matmul import default_precision
 
     runs = {"torch": {}, "faiss": {}}
     if load_kernel() is not None:
         runs["avx2"] = {}
+        if load_kernel("avx512") is not None:
+            runs["avx512"] = {}
+        if bf16_unavailable_reason() is None:
+            runs["avx512_bf16"] = {}
     here = default_precision(torch.device("cpu"))
     runs[f"matmul {here}"] = {"backend": "matmul", "precision": here}
     if here != "bfloat16" and args.search_bf16:  # emulated bf16: slow, shown only on request
@@ -834,6 +847,8 @@ def section_search(args) -> dict:
     bf16 = "native" if native_bf16() else "emulated: no native bf16 here"
     labels = {"torch": "torch baddbmm + argmin (anchor)", "faiss": "faiss IndexFlatL2 (BLAS, then argmin)",
               "avx2": "fused AVX2 kernel (ours)",
+              "avx512": "fused kernel on AVX-512 registers (ours, = avx2)",
+              "avx512_bf16": "bf16 screen + float32 re-rank (ours, = avx2)",
               "matmul float32": "matmul float32 scores + bound + float64 re-rank",
               "matmul bfloat16": f"matmul bf16 scores ({bf16}) + bound + re-rank"}
     for key in runs:
@@ -842,9 +857,16 @@ def section_search(args) -> dict:
             print(f"{labels[key]:62s} failed (rc {r['returncode']}): {r['error']}")
             continue
         extra = f"  re-ranked rows {100 * r['reranked_fraction']:.2f}%" if "reranked_fraction" in r else ""
+        if "searched_again_fraction" in r:
+            extra += f"  rows searched again {100 * r['searched_again_fraction']:.2f}%"
+        if "equal_to_avx2" in r:
+            extra += "  = avx2 bit for bit" if r["equal_to_avx2"] else "  DIFFERS FROM avx2"
         print(f"{labels[key]:62s} {r['seconds']:8.3f} {r['seconds'] / anchor:6.2f}{extra}")
     if "avx2" in res:
         print(f"fused kernel vs faiss: {res['faiss']['seconds'] / res['avx2']['seconds']:.2f}x faster")
+        for name in ("avx512", "avx512_bf16"):
+            if name in res and not res[name].get("failed"):
+                print(f"{name} vs avx2: {res['avx2']['seconds'] / res[name]['seconds']:.2f}x faster")
     else:
         print(f"fused kernel not measured: {unavailable_reason()}")
     print(explain("cpu"))

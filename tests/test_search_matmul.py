@@ -118,6 +118,7 @@ def test_errors_name_the_bad_value():
 def test_auto_measures_once_keeps_the_rule_unless_clearly_faster_and_caches(monkeypatch, tmp_path):
     monkeypatch.setenv("DKVB_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(search_auto, "rule_choice", lambda device: "torch")
+    monkeypatch.setattr(search_auto, "available", lambda name: name == "matmul")
     calls = []
 
     def fake(times):
@@ -138,4 +139,20 @@ def test_auto_measures_once_keeps_the_rule_unless_clearly_faster_and_caches(monk
     record, = json.loads((tmp_path / "kernels" / search_auto.CACHE_NAME).read_text()).values()
     assert record["backend"] == "matmul" and record["rule"] == "torch"
     assert "search 'auto' = matmul on cpu" in search_auto.explain("cpu")
+    search_auto.choose.cache_clear()
+
+
+def test_auto_takes_a_bit_identical_kernel_on_a_small_margin_and_matmul_only_on_a_large_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("DKVB_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(search_auto, "rule_choice", lambda device: "avx2")
+    monkeypatch.setattr(search_auto, "available", lambda name: True)
+    cases = (({"avx2": 1.0, "avx512": 0.99, "avx512_bf16": 0.9, "matmul": 0.85}, "avx512_bf16"),
+             ({"avx2": 1.0, "avx512": 0.99, "avx512_bf16": 0.97, "matmul": 0.85}, "avx2"),
+             ({"avx2": 1.0, "avx512": 0.9, "avx512_bf16": 0.94, "matmul": 0.7}, "matmul"))
+    for times, expected in cases:
+        (tmp_path / "kernels" / search_auto.CACHE_NAME).unlink(missing_ok=True)
+        search_auto.choose.cache_clear()
+        monkeypatch.setattr(search_auto, "measure", lambda names, device, repeats=3: {n: times[n] for n in names})
+        assert search_auto.choose("cpu") == expected
+    assert "avx512_bf16 1.05x" in search_auto.explain("cpu") and "matmul 1.25x" in search_auto.explain("cpu")
     search_auto.choose.cache_clear()

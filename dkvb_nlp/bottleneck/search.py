@@ -1,12 +1,14 @@
 """Nearest-key search: for each codebook, the index of the closest key by L2 distance.
 
 A small pluggable piece, every backend exact: `avx2` (our fused kernel, `native.py`: distances
-stay in registers; the fast path on x86-64 CPUs), `faiss` (IndexFlatL2 brute force,
-BLAS-backed), `torch` (chunked `baddbmm` + `argmin`; runs on any device) and `matmul`
+stay in registers; the fast path on x86-64 CPUs), `avx512` (the same arithmetic on AVX-512
+registers) and `avx512_bf16` (a bf16 screen, then the few keys it cannot rule out in the AVX2
+kernel's float32 arithmetic), both giving the avx2 result bit for bit; `faiss` (IndexFlatL2 brute
+force, BLAS-backed), `torch` (chunked `baddbmm` + `argmin`; runs on any device) and `matmul`
 (`search_matmul.py`: bf16 or float32 matmul scores, a proved error bound, float64 re-rank).
 `auto` starts from the rule (CPU: `avx2` when it compiles and loads, else faiss when installed,
-else torch; torch on other devices) and takes `matmul` instead only where a one-off probe
-measures it clearly faster (`search_auto.py`, cached per machine kind).
+else torch; torch on other devices) and takes another backend instead only where a one-off probe
+measures it faster (`search_auto.py`, cached per machine kind).
 """
 
 from __future__ import annotations
@@ -84,6 +86,22 @@ def avx2_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, 
     from .native import nearest
 
     return nearest(heads, keys)
+
+
+@SEARCHES.register("avx512")
+def avx512_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused kernel on AVX-512 registers (`native.nearest(kernel='avx512')`): the avx2 result, bit for bit."""
+    from .native import nearest
+
+    return nearest(heads, keys, kernel="avx512")
+
+
+@SEARCHES.register("avx512_bf16")
+def avx512_bf16_search(heads: torch.Tensor, keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bf16 screen (AVX-512 BF16) + exact float32 re-rank (`native.nearest_bf16`): the avx2 result, bit for bit."""
+    from .native import nearest_bf16
+
+    return nearest_bf16(heads, keys)
 
 
 # Low-precision matmul scores + a proved error bound + float64 re-rank (search_matmul.py): bf16 where

@@ -1,13 +1,16 @@
 """What search='auto' means on this machine: the fastest exact backend, measured once and cached.
 
 Today's rule (`rule_choice`: the fused AVX2 kernel on x86-64 CPUs, else faiss, else torch) is the
-default; the matmul backend (`search_matmul.py`) replaces it only when a small probe measures it
-at least `MARGIN` times faster, so noise on a shared machine does not flip the choice. The probe
-(256 x 16 queries against the default 16 x 4096 keys of 24 dims, best of 3; a challenger stops
-after a run that cannot win; a smaller probe measured fixed costs and scheduler noise, not search)
-takes well under a second and runs once
+default; a challenger that runs here replaces it only when a small probe measures it faster: the
+matmul backend (`search_matmul.py`, exact in float64 but not always the AVX2 kernel's index on a
+float32 near-tie) by at least `MARGIN`, so noise on a shared machine does not flip the choice; the
+AVX-512 kernels (`avx512`, `avx512_bf16`: the AVX2 result bit for bit) by `IDENTICAL_MARGIN`. The probe
+(2,048 x 16 queries against the default 16 x 4096 keys of 24 dims, best of 3; a challenger stops
+after a run that cannot win; a smaller probe measured fixed costs and scheduler noise, not search,
+and a key preparation the real calls, blocks of 8,192 rows, amortise)
+takes about a second and runs once
 per machine kind: the choice is stored in `$DKVB_CACHE_DIR/kernels/search_auto.json` under a key
-made of the CPU model and flags, torch version, threads and device type, and kept in memory for
+made of the CPU model and flags, torch version, threads, device type, candidates and probe, and kept in memory for
 the process. `explain()` says which backend was chosen and the measured times.
 """
 
@@ -28,9 +31,13 @@ from ..io import default_cache_dir
 logger = logging.getLogger(__name__)
 
 MARGIN = 1.25  # a challenger must be this many times faster than the rule's choice
-PROBE = {"n": 256, "c": 16, "k": 4096, "d": 24}  # the default DKVB codebooks, few queries
+# ... unless it gives the rule's avx2 result bit for bit: then a switch changes no number and only
+# needs a margin against noise.
+IDENTICAL_MARGIN = 1.05
+IDENTICAL_TO_AVX2 = ("avx512", "avx512_bf16")
+PROBE = {"n": 2048, "c": 16, "k": 4096, "d": 24}  # the default DKVB codebooks, a quarter of a key-init block
 CACHE_NAME = "search_auto.json"
-CHALLENGERS = ("matmul",)
+CHALLENGERS = ("avx512", "avx512_bf16", "matmul")
 
 _records: dict[str, dict] = {}
 
@@ -47,14 +54,30 @@ def rule_choice(device: torch.device) -> str:
     return "faiss" if faiss_available() else "torch"
 
 
+def available(name: str) -> bool:
+    """Whether challenger `name` runs here (the native kernels need their instructions and a compiler)."""
+    from .native import bf16_unavailable_reason, load_kernel
+
+    if name == "avx512":
+        return load_kernel("avx512") is not None
+    if name == "avx512_bf16":
+        return bf16_unavailable_reason() is None
+    return True
+
+
+def margin(name: str, rule: str) -> float:
+    """How many times faster than the rule's `rule` challenger `name` must be measured to replace it."""
+    return IDENTICAL_MARGIN if rule == "avx2" and name in IDENTICAL_TO_AVX2 else MARGIN
+
+
 def fingerprint(device: torch.device, candidates: list[str]) -> str:
-    """The cache key: machine kind, torch version and threads, device type and the candidates."""
+    """The cache key: machine kind, torch version and threads, device type, the candidates and the probe."""
     from .machine import machine_kind
 
     kind = machine_kind()
     if device.type == "cuda":
         kind["gpu"] = torch.cuda.get_device_name(device)
-    text = json.dumps({**kind, "device": device.type, "candidates": candidates}, sort_keys=True)
+    text = json.dumps({**kind, "device": device.type, "candidates": candidates, "probe": PROBE}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -65,7 +88,7 @@ def _sync(device: torch.device) -> None:
 
 def measure(names: list[str], device: torch.device, repeats: int = 3) -> dict[str, float]:
     """Best-of-`repeats` seconds of each backend on the probe (after one small warm-up call); a backend
-    after the first stops early once it is slower than the first divided by `MARGIN`."""
+    after the first stops early once it cannot beat the first by its `margin`."""
     from .search import SEARCHES
 
     gen = torch.Generator().manual_seed(0)
@@ -82,7 +105,7 @@ def measure(names: list[str], device: torch.device, repeats: int = 3) -> dict[st
             fn(heads, keys)
             _sync(device)
             best = min(best, time.perf_counter() - start)
-            if seconds and best * MARGIN >= next(iter(seconds.values())):
+            if seconds and best * margin(name, names[0]) >= next(iter(seconds.values())):
                 break  # it cannot win; spare the second run
         seconds[name] = best
     return seconds
@@ -115,16 +138,18 @@ def choose(device_type: str) -> str:
 
     device = torch.device(device_type)
     default = rule_choice(device)
-    candidates = [default, *[name for name in CHALLENGERS if name != default]]
+    candidates = [default, *[name for name in CHALLENGERS if name != default and (device.type == "cpu" or
+                                                                                  name == "matmul") and available(name)]]
     key = fingerprint(device, candidates)
     path = default_cache_dir() / "kernels" / CACHE_NAME
     record = _read_cache(path).get(key)
     if record is None or record.get("backend") not in candidates:
         seconds = measure(candidates, device)
-        fastest = min(seconds, key=seconds.get)
-        backend = fastest if seconds[fastest] * MARGIN < seconds[default] else default
+        winners = [name for name in candidates[1:] if seconds[name] * margin(name, default) < seconds[default]]
+        backend = min(winners, key=seconds.get) if winners else default
         record = {"backend": backend, "seconds": seconds, "rule": default, "machine": describe(),
-                  "device": device_type, "probe": PROBE, "margin": MARGIN}
+                  "device": device_type, "probe": PROBE,
+                  "margin": {name: margin(name, default) for name in candidates[1:]}}
         _write_cache(path, key, record)
         logger.info("search 'auto' on %s: %s (probe seconds %s)", device_type, backend,
                     {k: round(v, 4) for k, v in seconds.items()})
@@ -137,6 +162,8 @@ def explain(device_type: str = "cpu") -> str:
     backend = choose(device_type)
     rec = _records[device_type]
     times = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in sorted(rec["seconds"].items(), key=lambda kv: kv[1]))
+    margins = rec["margin"] if isinstance(rec["margin"], dict) else {}
+    needs = ", ".join(f"{k} {v}x" for k, v in margins.items()) or "none"
     return (f"search 'auto' = {backend} on {device_type} ({rec['machine']}); probe {rec['probe']['n']:,} x "
             f"{rec['probe']['c']} queries, {rec['probe']['k']} keys: {times}; the rule's {rec['rule']} is kept "
-            f"unless another is {rec['margin']}x faster")
+            f"unless another is faster by its margin ({needs})")
