@@ -82,3 +82,14 @@ def test_without_the_kernel_auto_falls_back_and_says_why(env, reason, tmp_path):
                          env={**os.environ, "DKVB_CACHE_DIR": str(tmp_path), **env}).stdout.splitlines()
     assert out[0] in ("faiss", "torch", "matmul") and reason in out[1]  # matmul only where measured faster
     assert not list(tmp_path.glob("kernels/*.so"))
+
+
+def test_dkvb_search_pins_what_auto_means(monkeypatch):
+    from dkvb_nlp.bottleneck.search import auto_backend, resolve_search, torch_search
+
+    monkeypatch.setenv("DKVB_SEARCH", "torch")
+    assert auto_backend(torch.device("cpu")) == "torch"
+    assert resolve_search("auto", torch.device("cpu")) is torch_search
+    monkeypatch.setenv("DKVB_SEARCH", "sse9")
+    with pytest.raises(ValueError, match=r"DKVB_SEARCH='sse9' is not a search backend; accepted: auto, avx2, avx512"):
+        auto_backend(torch.device("cpu"))

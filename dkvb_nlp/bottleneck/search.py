@@ -118,6 +118,10 @@ def faiss_available() -> bool:
     return True
 
 
+# Pins what 'auto' means (e.g. DKVB_SEARCH=avx2 to reproduce a run bit for bit on another machine).
+ENV_OVERRIDE = "DKVB_SEARCH"
+
+
 def resolve_search(name: str, device: torch.device) -> SearchFn:
     """The search function for `name` ('auto' or a registered backend) on `device`."""
     if name == "auto":
@@ -126,7 +130,15 @@ def resolve_search(name: str, device: torch.device) -> SearchFn:
 
 
 def auto_backend(device: torch.device) -> str:
-    """The backend 'auto' means on `device`: the fastest exact one, measured once (`search_auto.py`)."""
+    """The backend 'auto' means on `device`: $DKVB_SEARCH when set, else the fastest exact one, measured
+    once (`search_auto.py`)."""
+    import os
+
+    pinned = os.environ.get(ENV_OVERRIDE, "").strip()
+    if pinned and pinned != "auto":
+        if pinned not in SEARCHES:
+            raise ValueError(f"{ENV_OVERRIDE}={pinned!r} is not a search backend; accepted: auto, {', '.join(SEARCHES)}")
+        return pinned
     from .search_auto import choose
 
     return choose(torch.device(device).type)
