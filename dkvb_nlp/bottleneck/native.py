@@ -120,7 +120,7 @@ def load_kernel(name: str = "avx2") -> ctypes.CDLL | None:
     lib.dkvb_nearest.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64]
     lib.dkvb_nearest.restype = ctypes.c_int
     if name == "avx512":
-        lib.dkvb_nearest_bf16.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64]
+        lib.dkvb_nearest_bf16.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64]
         lib.dkvb_nearest_bf16.restype = ctypes.c_int64
     return lib
 
@@ -152,17 +152,24 @@ def tiled_keys(keys: torch.Tensor, keys_per_tile: int = KEYS_PER_TILE) -> tuple[
     return tiles, norms
 
 
-def bf16_pairs(keys: torch.Tensor, keys_per_tile: int) -> torch.Tensor:
+def bf16_pairs(keys: torch.Tensor, keys_per_tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys (C, K, dk) float32 as the bf16 screen reads them: (C, kp/KT, ceil(dk/2), KT) 32-bit words, each
     holding dims 2p (low half) and 2p + 1 (high half; zero past dk and at padding keys) of one key,
-    rounded to bf16 (to nearest even)."""
+    rounded to bf16 (to nearest even); and per codebook the largest norm of a key's rounding residual
+    k - k^ (float64, rounded up), k^ as VDPBF16PS reads it (subnormals as zero)."""
     c, k, dk = keys.shape
     kp = -(-k // keys_per_tile) * keys_per_tile
     half = (dk + 1) // 2
     padded = torch.zeros(c, kp, 2 * half, dtype=torch.bfloat16)
     padded[:, :k, :dk] = keys
+    read = padded[:, :k, :dk].double()
+    read = torch.where(read.abs() < 2.0 ** -126, torch.zeros_like(read), read)
+    k64 = keys.double()
+    residual = torch.linalg.vector_norm(k64 - read, dim=-1).amax(-1)
+    residual = residual * (1 + 2.0 ** -40) + 2.0 ** -50 * torch.linalg.vector_norm(k64, dim=-1).amax(-1)
     words = padded.view(torch.int32)  # little-endian: dim 2p is the low half of word p
-    return words.view(c, kp // keys_per_tile, keys_per_tile, half).transpose(2, 3).contiguous()
+    tiles = words.view(c, kp // keys_per_tile, keys_per_tile, half).transpose(2, 3).contiguous()
+    return tiles, residual
 
 
 def _prepared(heads: torch.Tensor, keys: torch.Tensor, search: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,22 +224,22 @@ def nearest_bf16(heads: torch.Tensor, keys: torch.Tensor, threads: int | None = 
     lib = load_kernel("avx512")
     h, k32 = _prepared(heads, keys, "avx512_bf16")
     n, c, dk = h.shape
-    key_norm = torch.linalg.vector_norm(k32, dim=-1, dtype=torch.float64)  # (C, K)
-    big_m = key_norm.max(-1).values.contiguous()
+    big_m = torch.linalg.vector_norm(k32, dim=-1, dtype=torch.float64).max(-1).values
     if stats is not None:
         stats.update(rows=n * c, searched_again=0)
     if n == 0 or not bool(torch.isfinite(big_m).all()) or float(big_m.max()) > 2.0 ** 60:
         if stats is not None:
             stats["searched_again"] = n * c
         return nearest(heads, keys, threads, kernel="avx512")
-    tiles, norms = tiled_keys(k32, KERNELS["avx512"].keys_per_tile)
-    pairs = bf16_pairs(k32, KERNELS["avx512"].keys_per_tile)
-    big_kn = norms.masked_fill(torch.isinf(norms), 0.0).max(-1).values.double().contiguous()
+    kt = KERNELS["avx512"].keys_per_tile
+    tiles, norms = tiled_keys(k32, kt)
+    big_kn = norms.masked_fill(torch.isinf(norms), 0.0).max(-1).values.double()
     dists = torch.empty(n, c, dtype=torch.float32)
     index = torch.empty(n, c, dtype=torch.int64)
+    pairs, residual = bf16_pairs(k32, kt)
+    info = torch.stack([big_m, big_kn, residual], dim=1).contiguous()  # per codebook: M, KN, Ek
     args = (h.data_ptr(), h.stride(0), h.stride(1), tiles.data_ptr(), pairs.data_ptr(), norms.data_ptr(),
-            big_m.data_ptr(), big_kn.data_ptr(), dists.data_ptr(), index.data_ptr(), n, c,
-            tiles.shape[1] * tiles.shape[3], dk)
+            info.data_ptr(), dists.data_ptr(), index.data_ptr(), n, c, tiles.shape[1] * tiles.shape[3], dk)
     again = _run(lambda t0, t1: lib.dkvb_nearest_bf16(*args, t0, t1), c * -(-n // QUERIES_PER_TASK), threads)
     if any(a < 0 for a in again):
         raise MemoryError(f"the bf16 nearest-key screen could not allocate its buffers for {QUERIES_PER_TASK} queries")

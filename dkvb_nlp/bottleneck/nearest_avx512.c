@@ -120,14 +120,16 @@ dkvb_nearest(const float *h, int64_t sn, int64_t sc, const float *kt, const floa
  *
  * For query x (float32, xs = -2x exactly) and key k let w(k) = kn(k) + xs.k in exact arithmetic,
  * kn(k) the float32 squared norm both kernels start from. The AVX2 value V(k) (float32 FMA chain,
- * computed by exact_value) and the screen's value S(k) (kn(k) + xs^.k^ with xs^, k^ the inputs
- * rounded to bf16 and summed in float32 by VDPBF16PS, which flushes subnormals) both lie near w:
- *   |V - w| <= g(dk) (kn + s) + dk 2^-150                                  (dk roundings)
- *   |S - w| <= (2b + b^2) s + g(dk + 2) (kn + (1 + b)^2 s) + eta            (inputs, then sums)
- * with b = 2^-8 (bf16 unit roundoff), u = 2^-24, g(m) = m u / (1 - m u), s = sum |xs_d k_d| <=
- * 2 ||x|| M (Cauchy-Schwarz; M = the codebook's largest key norm, kn <= KN its largest kn) and
- * eta = (3 dk + 4) 2^-126 + 2^-126 (1 + b) sqrt(dk) (2 ||x|| + M) for the flushed subnormals.
- * E = both bounds with s, kn at their maxima, inflated by 2^-20 (and computed in double).
+ * computed by exact_value) and the screen's value S(k) = kn(k) + x^.k^ (x^, k^: the inputs rounded
+ * to bf16 as VDPBF16PS reads them, subnormals as zero; their products are exact in float32 and
+ * summed in float32, results that fall below 2^-126 flushed to zero) both lie near w:
+ *   |V - w| <= g(dk) (KN + ||xs|| M) + dk 2^-150                     (dk roundings)
+ *   |S - w| <= |xs.(k - k^)| + |(xs - x^).k^| + g(dk + 2) (KN + sum |x^_d k^_d|) + (2 dk + 4) 2^-126
+ *           <= ||xs|| Ek + ||ex|| (M + Ek) + g(dk + 2) (KN + (||xs|| + ||ex||)(M + Ek)) + (2 dk + 4) 2^-126
+ * by Cauchy-Schwarz, with u = 2^-24, g(m) = m u / (1 - m u), M the codebook's largest key norm, KN
+ * its largest kn, Ek the largest ||k - k^|| over its keys (exact residuals, from the caller, rounded
+ * up) and ||ex|| = ||xs - x^|| (computed here in double, rounded up). E = the sum of both bounds,
+ * inflated by 2^-20 (computed in double).
  * Let j1 minimise S. A key k with S(k) > S(j1) + 2E has V(k) >= S(k) - E > S(j1) + E >= V(j1):
  * it is strictly worse than j1 under the AVX2 kernel's own arithmetic, so neither that kernel's
  * minimum nor any key tied with it is outside C = {k : S(k) <= S(j1) + 2E}. The kernel collects
@@ -137,26 +139,6 @@ dkvb_nearest(const float *h, int64_t sn, int64_t sc, const float *kt, const floa
  * or beyond 2^60 (where the bound could overflow), is searched again by (1) in full.
  */
 #define LC 16 /* candidates kept per query before it goes to the full float32 search */
-
-#if defined(__clang__) ? (__clang_major__ >= 9) : (defined(__GNUC__) && __GNUC__ >= 10)
-#define DKVB_HAVE_BF16 1
-#endif
-
-int dkvb_bf16_supported(void) {
-#ifdef DKVB_HAVE_BF16
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
-#else
-    return 0;
-#endif
-}
-
-#ifdef DKVB_HAVE_BF16
-static inline uint32_t bf16_bits(float f) { /* round to nearest even (finite inputs) */
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-}
 
 static inline float round_up_float(double v) {
     float f = (float)v;
@@ -194,12 +176,111 @@ collect_tile(screen_t *r, __m512 v0, __m512 v1, int64_t kbase) {
     float s[KT];
     _mm512_storeu_ps(s, v0);
     _mm512_storeu_ps(s + 16, v1);
+    if (r->count == 0 && r->best == INFINITY) { /* the row's first tile: start from its minimum, not key 0 */
+        const float low = _mm512_reduce_min_ps(_mm512_min_ps(v0, v1));
+        if (low < INFINITY) {
+            r->best = low;
+            r->thr = round_up_float((double)low + r->two_e);
+        }
+    }
     const uint32_t m = (uint32_t)_mm512_cmp_ps_mask(v0, _mm512_set1_ps(r->thr), _CMP_LE_OQ) |
                        ((uint32_t)_mm512_cmp_ps_mask(v1, _mm512_set1_ps(r->thr), _CMP_LE_OQ) << 16);
     for (uint32_t bits = m; bits; bits &= bits - 1) {
         const int j = __builtin_ctz(bits);
         collect(r, s[j], kbase + j);
     }
+}
+
+/* The rest of a task once its rows are screened: each settled row's candidates get their AVX2 values
+ * (exact_value, index order, first strict minimum); rows that overflowed go to (1) in full, MQ at
+ * a time. Returns the number of rows searched again, or -1 when a buffer cannot be allocated. */
+__attribute__((target("avx512f"))) static int64_t
+settle(const float *h, int64_t sn, int64_t sc, const float *xs, screen_t *rs, const float *ktc, const float *knc,
+       float *out_d, int64_t *out_i, int64_t c, int64_t cb, int64_t q0, int64_t nq, int64_t tiles, int64_t dk) {
+    float best[MQ];
+    int64_t arg[MQ], redo[QB], nredo = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        screen_t *r = rs + i;
+        if (r->count > LC) { redo[nredo++] = i; continue; }
+        const double limit = (double)r->best + r->two_e;
+        float v_best = INFINITY;
+        int64_t j_best = 0;
+        for (int e = 0; e < r->count; e++) { /* collected in index order */
+            if ((double)r->val[e] > limit) continue;
+            const float v = exact_value(xs + i * dk, dk, ktc, knc[r->idx[e]], r->idx[e]);
+            if (v < v_best) { v_best = v; j_best = r->idx[e]; }
+        }
+        out_d[(q0 + i) * c + cb] = finish(h + (q0 + i) * sn + cb * sc, dk, v_best);
+        out_i[(q0 + i) * c + cb] = j_best;
+    }
+    if (nredo == 0) return 0;
+    float *xq = (float *)malloc(sizeof(float) * MQ * dk);
+    if (xq == NULL) return -1;
+    for (int64_t g0 = 0; g0 < nredo; g0 += MQ) {
+        const int64_t g1 = g0 + MQ < nredo ? g0 + MQ : nredo;
+        for (int64_t a = 0; a < MQ; a++) {
+            for (int64_t d = 0; d < dk; d++) xq[a * dk + d] = g0 + a < g1 ? xs[redo[g0 + a] * dk + d] : 0.0f;
+            best[a] = INFINITY;
+            arg[a] = 0;
+        }
+        for (int64_t bb = 0; bb < tiles; bb++) tile(xq, (int)dk, ktc + bb * KT * dk, knc + bb * KT, bb * KT, best, arg);
+        for (int64_t a = 0; a + g0 < g1; a++) {
+            const int64_t i = redo[g0 + a];
+            out_d[(q0 + i) * c + cb] = finish(h + (q0 + i) * sn + cb * sc, dk, best[a]);
+            out_i[(q0 + i) * c + cb] = arg[a];
+        }
+    }
+    free(xq);
+    return nredo;
+}
+
+/* A row's start: xs = -2x (float32, exact), its norm ||xs|| in double, and an empty collection;
+ * a row outside the bounds' range (||xs|| not finite or |x| + M beyond 2^60) is marked to go to (1). */
+static inline double start_row(const float *x, int real, int64_t dk, double m, float *xs, screen_t *r) {
+    double norm2 = 0.0;
+    for (int64_t d = 0; d < dk; d++) {
+        const float v = real ? -2.0f * x[d] : 0.0f;
+        xs[d] = v;
+        norm2 += (double)v * v;
+    }
+    const double x2 = sqrt(norm2);
+    r->best = INFINITY;
+    r->count = 0;
+    r->thr = INFINITY;
+    r->two_e = INFINITY;
+    if (!(isfinite(x2) && x2 / 2 + m <= 0x1p60)) {
+        r->thr = -INFINITY;
+        r->count = LC + 1;
+    }
+    return x2;
+}
+
+#if defined(__clang__) ? (__clang_major__ >= 9) : (defined(__GNUC__) && __GNUC__ >= 10)
+#define DKVB_HAVE_BF16 1
+#endif
+
+int dkvb_bf16_supported(void) {
+#ifdef DKVB_HAVE_BF16
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bf16");
+#else
+    return 0;
+#endif
+}
+
+#ifdef DKVB_HAVE_BF16
+static inline uint32_t bf16_bits(float f) { /* round to nearest even (finite inputs) */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+}
+
+static inline double bf16_value(uint32_t bits) { /* as VDPBF16PS reads it: subnormals are zero */
+    if ((bits & 0x7F80u) == 0) return 0.0;
+    const uint32_t u = bits << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) static inline void
@@ -226,56 +307,46 @@ tile_bf16(const uint32_t *xp, int np, const uint32_t *kt, const float *kn, int64
 }
 
 /* dkvb_nearest's contract, plus kb: (C, kp / KT, np, KT) bf16 pairs of the keys (np = ceil(dk / 2),
- * zero in the odd dimension's pad), and per codebook big_m (largest key norm) and big_kn (largest
- * finite kn), both in double. Returns the number of rows searched again in full, or -1 when a
- * buffer cannot be allocated. */
+ * zero in the odd dimension's pad), and cbinfo: per codebook {M (largest key norm), KN (largest
+ * finite kn), Ek (largest ||k - k^||, rounded up)} in double. Returns the number of rows searched again in full, or -1 when a buffer
+ * cannot be allocated. */
 __attribute__((target("avx512f,avx512bf16,avx512bw,avx512vl"))) int64_t
 dkvb_nearest_bf16(const float *h, int64_t sn, int64_t sc, const float *kt, const uint32_t *kb, const float *kn,
-                  const double *big_m, const double *big_kn, float *out_d, int64_t *out_i, int64_t n, int64_t c,
-                  int64_t kp, int64_t dk, int64_t t0, int64_t t1) {
+                  const double *cbinfo, float *out_d, int64_t *out_i, int64_t n, int64_t c, int64_t kp, int64_t dk,
+                  int64_t t0, int64_t t1) {
     const int64_t np = (dk + 1) / 2;
     float *xs = (float *)malloc(sizeof(float) * QB * dk);
     uint32_t *xp = (uint32_t *)malloc(sizeof(uint32_t) * QB * np);
     screen_t *rs = (screen_t *)malloc(sizeof(screen_t) * QB);
     if (xs == NULL || xp == NULL || rs == NULL) { free(xs); free(xp); free(rs); return -1; }
     const int64_t per_codebook = (n + QB - 1) / QB, tiles = kp / KT;
-    const double u = ldexp(1.0, -24), b = ldexp(1.0, -8), tiny = ldexp(1.0, -126);
+    const double u = ldexp(1.0, -24), tiny = ldexp(1.0, -126);
     const double g_v = dk * u / (1 - dk * u), g_s = (dk + 2) * u / (1 - (dk + 2) * u);
     int64_t again = 0;
-    float best[MQ];
-    int64_t arg[MQ], redo[QB];
-    for (int64_t t = t0; t < t1; t++) {
+    for (int64_t t = t0; t < t1 && again >= 0; t++) {
         const int64_t cb = t / per_codebook, q0 = (t % per_codebook) * QB;
         const int64_t nq = n - q0 < QB ? n - q0 : QB, padded = (nq + MQ - 1) / MQ * MQ;
-        const double m = big_m[cb], kn_max = big_kn[cb];
+        const double m = cbinfo[3 * cb], kn_max = cbinfo[3 * cb + 1], ek = cbinfo[3 * cb + 2];
         for (int64_t i = 0; i < padded; i++) {
-            double norm2 = 0.0;
-            for (int64_t d = 0; d < dk; d++) {
-                const float v = i < nq ? -2.0f * h[(q0 + i) * sn + cb * sc + d] : 0.0f;
-                xs[i * dk + d] = v;
-                norm2 += (double)v * v;
-            }
-            for (int64_t p = 0; p < np; p++) {
-                const uint32_t lo = bf16_bits(xs[i * dk + 2 * p]);
-                const uint32_t hi = 2 * p + 1 < dk ? bf16_bits(xs[i * dk + 2 * p + 1]) : 0u;
-                xp[i * np + p] = lo | (hi << 16);
-            }
-            const double x2 = sqrt(norm2); /* ||xs|| = 2 ||x|| */
             screen_t *r = rs + i;
-            r->best = INFINITY;
-            r->count = 0;
-            if (isfinite(x2) && x2 / 2 + m <= 0x1p60) {
-                const double s = x2 * m;
-                const double e = (g_v * (kn_max + s) + dk * ldexp(1.0, -150) + (2 * b + b * b) * s +
-                                  g_s * (kn_max + (1 + b) * (1 + b) * s) + (3 * dk + 4) * tiny +
-                                  tiny * (1 + b) * sqrt((double)dk) * (x2 + m)) * (1 + ldexp(1.0, -20));
-                r->two_e = 2 * e;
-                r->thr = INFINITY;
-            } else {
-                r->two_e = INFINITY;
-                r->thr = -INFINITY;
-                r->count = LC + 1;
+            const double x2 = start_row(h + (q0 + i) * sn + cb * sc, i < nq, dk, m, xs + i * dk, r); /* 2 ||x|| */
+            double ex2 = 0.0; /* ||xs - x^||^2, x^ as VDPBF16PS reads it */
+            for (int64_t p = 0; p < np; p++) {
+                uint32_t half[2] = {0u, 0u};
+                for (int e = 0; e < 2 && 2 * p + e < dk; e++) {
+                    const float v = xs[i * dk + 2 * p + e];
+                    half[e] = bf16_bits(v);
+                    const double res = (double)v - bf16_value(half[e]);
+                    ex2 += res * res;
+                }
+                xp[i * np + p] = half[0] | (half[1] << 16);
             }
+            if (r->count > LC) continue;
+            const double nex = sqrt(ex2) * (1 + ldexp(1.0, -40));
+            const double e = (x2 * ek + nex * (m + ek) + g_s * (kn_max + (x2 + nex) * (m + ek)) +
+                              (2 * dk + 4) * tiny + g_v * (kn_max + x2 * m) + dk * ldexp(1.0, -150)) *
+                             (1 + ldexp(1.0, -20));
+            r->two_e = 2 * e;
         }
         const float *ktc = kt + cb * kp * dk, *knc = kn + cb * kp;
         const uint32_t *kbc = kb + cb * kp * np;
@@ -285,44 +356,8 @@ dkvb_nearest_bf16(const float *h, int64_t sn, int64_t sc, const float *kt, const
                 for (int64_t bb = b0; bb < b1; bb++)
                     tile_bf16(xp + qg * np, (int)np, kbc + bb * KT * np, knc + bb * KT, bb * KT, rs + qg);
         }
-        int64_t nredo = 0;
-        for (int64_t i = 0; i < nq; i++) {
-            screen_t *r = rs + i;
-            if (r->count > LC) { redo[nredo++] = i; continue; }
-            const double limit = (double)r->best + r->two_e;
-            float v_best = INFINITY;
-            int64_t j_best = 0;
-            for (int e = 0; e < r->count; e++) { /* collected in index order */
-                if ((double)r->val[e] > limit) continue;
-                const float v = exact_value(xs + i * dk, dk, ktc, knc[r->idx[e]], r->idx[e]);
-                if (v < v_best) { v_best = v; j_best = r->idx[e]; }
-            }
-            out_d[(q0 + i) * c + cb] = finish(h + (q0 + i) * sn + cb * sc, dk, v_best);
-            out_i[(q0 + i) * c + cb] = j_best;
-        }
-        for (int64_t g0 = 0; g0 < nredo; g0 += MQ) { /* rows left to (1), MQ at a time */
-            float xg[MQ * 64], *xq = dk <= 64 ? xg : NULL;
-            float *heap = NULL;
-            if (xq == NULL) {
-                heap = (float *)malloc(sizeof(float) * MQ * dk);
-                if (heap == NULL) { free(xs); free(xp); free(rs); return -1; }
-                xq = heap;
-            }
-            const int64_t g1 = g0 + MQ < nredo ? g0 + MQ : nredo;
-            for (int64_t a = 0; a < MQ; a++) {
-                for (int64_t d = 0; d < dk; d++) xq[a * dk + d] = g0 + a < g1 ? xs[redo[g0 + a] * dk + d] : 0.0f;
-                best[a] = INFINITY;
-                arg[a] = 0;
-            }
-            for (int64_t bb = 0; bb < tiles; bb++) tile(xq, (int)dk, ktc + bb * KT * dk, knc + bb * KT, bb * KT, best, arg);
-            for (int64_t a = 0; a + g0 < g1; a++) {
-                const int64_t i = redo[g0 + a];
-                out_d[(q0 + i) * c + cb] = finish(h + (q0 + i) * sn + cb * sc, dk, best[a]);
-                out_i[(q0 + i) * c + cb] = arg[a];
-            }
-            free(heap);
-        }
-        again += nredo;
+        const int64_t r = settle(h, sn, sc, xs, rs, ktc, knc, out_d, out_i, c, cb, q0, nq, tiles, dk);
+        again = r < 0 ? -1 : again + r;
     }
     free(xs);
     free(xp);
