@@ -21,6 +21,7 @@ import ctypes
 import functools
 import hashlib
 import logging
+import math
 import os
 import platform
 import shutil
@@ -155,18 +156,17 @@ def tiled_keys(keys: torch.Tensor, keys_per_tile: int = KEYS_PER_TILE) -> tuple[
 def bf16_pairs(keys: torch.Tensor, keys_per_tile: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Keys (C, K, dk) float32 as the bf16 screen reads them: (C, kp/KT, ceil(dk/2), KT) 32-bit words, each
     holding dims 2p (low half) and 2p + 1 (high half; zero past dk and at padding keys) of one key,
-    rounded to bf16 (to nearest even); and per codebook the largest norm of a key's rounding residual
-    k - k^ (float64, rounded up), k^ as VDPBF16PS reads it (subnormals as zero)."""
+    rounded to bf16 (to nearest even); and per codebook a bound on the norm of a key's rounding
+    residual k - k^ (float64), k^ as VDPBF16PS reads it: k - bf16(k) is exact in float32, and a
+    bf16 subnormal, read as zero, adds at most 2^-126 per dimension."""
     c, k, dk = keys.shape
     kp = -(-k // keys_per_tile) * keys_per_tile
     half = (dk + 1) // 2
     padded = torch.zeros(c, kp, 2 * half, dtype=torch.bfloat16)
-    padded[:, :k, :dk] = keys
-    read = padded[:, :k, :dk].double()
-    read = torch.where(read.abs() < 2.0 ** -126, torch.zeros_like(read), read)
-    k64 = keys.double()
-    residual = torch.linalg.vector_norm(k64 - read, dim=-1).amax(-1)
-    residual = residual * (1 + 2.0 ** -40) + 2.0 ** -50 * torch.linalg.vector_norm(k64, dim=-1).amax(-1)
+    rounded = padded[:, :k, :dk]
+    rounded.copy_(keys)  # round to nearest even
+    residual = torch.linalg.vector_norm(keys - rounded.float(), dim=-1, dtype=torch.float64).amax(-1)
+    residual = residual * (1 + 2.0 ** -40) + math.sqrt(dk) * 2.0 ** -126  # the norm's own rounding; subnormals
     words = padded.view(torch.int32)  # little-endian: dim 2p is the low half of word p
     tiles = words.view(c, kp // keys_per_tile, keys_per_tile, half).transpose(2, 3).contiguous()
     return tiles, residual
