@@ -52,7 +52,8 @@ class KeyValueBottleneck(nn.Module):
         decoder_hidden: hidden units of the 'mlp' decoder.
         value_init: 'zeros' (default) or 'normal' (N(0, value_init_std)).
         search: nearest-key backend: 'auto' (the fastest exact one here, measured once; on x86-64 CPUs
-            usually our fused AVX2 kernel), 'avx2', 'faiss', 'matmul' or 'torch'.
+            our fused AVX2 kernel or one of its AVX-512 variants; $DKVB_SEARCH pins it), 'avx2',
+            'avx512', 'avx512_bf16', 'faiss', 'matmul' or 'torch'.
         sparse: value-table gradients as sparse rows (for torch.optim.SGD / SparseAdam).
         chunk_size: rows quantised at a time (bounds memory).
         seed: seeds the random projections, value init and key sampling.
