@@ -10,7 +10,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from .load import autocast_dtype
+from .load import encoder_autocast_dtype
 
 
 def check_texts(texts: Sequence, name: str = "texts") -> list[str]:
@@ -91,7 +91,7 @@ def iter_encoded(
     if shuffle_seed is not None:
         random.Random(shuffle_seed).shuffle(batches)
     device = next(encoder.parameters()).device
-    dtype = autocast_dtype(autocast, device)
+    dtype = encoder_autocast_dtype(autocast, encoder)
     def cast_context():
         return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
     if progress is None:

@@ -74,6 +74,15 @@ def autocast_dtype(setting: str, device: torch.device | str = "cpu") -> torch.dt
     return None
 
 
+def encoder_autocast_dtype(setting: str, encoder: torch.nn.Module) -> torch.dtype | None:
+    """`autocast_dtype` for this encoder's device, or None where its weights are already in another low
+    precision (loaded with dtype=float16 on a bf16 machine): it then runs in its own, since bf16
+    autocast would feed its float16 layer norms bf16 inputs (a dtype error on the CPU)."""
+    weights = next(encoder.parameters(), torch.empty(0))
+    dtype = autocast_dtype(setting, weights.device)
+    return None if dtype is not None and weights.dtype not in (torch.float32, dtype) else dtype
+
+
 def _cuda_has_native_bf16(device: torch.device) -> bool:
     """True on GPUs that multiply bf16 natively (compute capability 8.0 and up); emulated bf16 is slow."""
     return torch.cuda.get_device_capability(device)[0] >= 8

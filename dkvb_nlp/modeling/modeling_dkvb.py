@@ -26,7 +26,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from ..bottleneck import KeyValueBottleneck, TaskHead, back_logits
 from ..bottleneck.value_rules import attach_config_rule
-from ..encoders import (ALIASES, EncoderNotFoundError, autocast_dtype, check_texts, freeze, hidden_size,
+from ..encoders import (ALIASES, EncoderNotFoundError, check_texts, encoder_autocast_dtype, freeze, hidden_size,
                         iter_encoded, load_encoder, load_tokenizer, resolve_encoder)
 from ..engine.checkpoint import read_tensors
 from ..engine.fingerprint import file_sha256
@@ -139,7 +139,7 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
 
     # ------------------------------------------------------------------ frozen front
     def _autocast(self):
-        dtype = autocast_dtype(self.config.autocast, self.device)
+        dtype = encoder_autocast_dtype(self.config.autocast, self.encoder)
         return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
     @torch.no_grad()
@@ -618,6 +618,9 @@ class DKVBForSequenceClassification(DKVBPreTrainedModel):
             raise TypeError(f"{where} takes no positional arguments after the path, got {len(model_args)}; "
                             "give config= and encoder= by name")
         kwargs = {k: v for k, v in kwargs.items() if not k.startswith("_")}  # _from_auto, _from_pipeline, ...
+        # None is "not given" for what we cannot honour: the Auto classes of transformers 5.x pass
+        # proxies=None on every call
+        kwargs = {k: v for k, v in kwargs.items() if not (k in _REFUSED_HINTS and v is None)}
         refused = sorted(k for k in kwargs if k in _REFUSED_HINTS)
         if refused:
             raise TypeError(f"{where} cannot honour {refused[0]}=: {_REFUSED_HINTS[refused[0]]}")
