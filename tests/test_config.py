@@ -55,3 +55,12 @@ def test_any_method_options_give_options_or_a_clear_value_error(method, options)
         build_options(STRATEGIES.get(method).Options, options, method)
     except ValueError as err:
         assert str(err)
+
+
+def test_autocast_off_reads_as_off_though_yaml_reads_a_bare_off_as_false():
+    from dkvb_nlp.runner.config import load_config, parse_yaml
+
+    assert parse_yaml("off", "--set") is False
+    assert load_config(None, {"autocast": parse_yaml("off", "--set")}).autocast == "off"
+    with pytest.raises(ValueError, match="autocast=True is not valid; expected auto, bf16 or off"):
+        load_config(None, {"autocast": True})

@@ -138,6 +138,8 @@ _TYPES = {
 
 
 def _check_types(cfg: RunConfig) -> None:
+    if cfg.autocast is False:  # YAML reads a bare `off` (autocast: off, --set autocast=off) as false
+        cfg.autocast = "off"
     for name, (types, what) in _TYPES.items():
         value = getattr(cfg, name)
         bad_bool = isinstance(value, bool) and bool not in types
