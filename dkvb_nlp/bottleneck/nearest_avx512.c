@@ -10,9 +10,9 @@
  * -2, dimensions in order; only the number of lanes differs. Keys are visited in index order and
  * only a strictly smaller value replaces the running best, so ties go to the lowest index, and
  * ||x||^2 is added by the same scalar loop: distances and indices equal the AVX2 kernel's exactly.
- * What changes is throughput: a 12-query x 32-key tile lives in 24 of the 32 zmm registers, the
- * query value is broadcast from memory inside each FMA, and a tile's comparison with the running
- * best is one mask compare per register. On CPUs with two 512-bit FMA units (Intel Xeon Scalable,
+ * What changes is throughput: a 12-query x 32-key tile lives in 24 of the 32 zmm registers, one
+ * broadcast of a query value feeds two FMAs, and a tile's comparison with the running best is one
+ * min and one mask compare per query. On CPUs with two 512-bit FMA units (Intel Xeon Scalable,
  * the AMX generations included) that is up to twice the AVX2 kernel's arithmetic per cycle; on
  * CPUs that split 512-bit operations in two (AMD Zen 4) it saves instructions, not arithmetic.
  *
