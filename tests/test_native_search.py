@@ -90,6 +90,9 @@ def test_dkvb_search_pins_what_auto_means(monkeypatch):
     monkeypatch.setenv("DKVB_SEARCH", "torch")
     assert auto_backend(torch.device("cpu")) == "torch"
     assert resolve_search("auto", torch.device("cpu")) is torch_search
+    from dkvb_nlp.bottleneck.search_auto import explain
+
+    assert explain("cpu") == "search 'auto' = torch on cpu, pinned by DKVB_SEARCH (not measured)"
     monkeypatch.setenv("DKVB_SEARCH", "sse9")
     with pytest.raises(ValueError, match=r"DKVB_SEARCH='sse9' is not a search backend; accepted: auto, avx2, avx512"):
         auto_backend(torch.device("cpu"))

@@ -4,14 +4,14 @@ Today's rule (`rule_choice`: the fused AVX2 kernel on x86-64 CPUs, else faiss, e
 default; a challenger that runs here replaces it only when a small probe measures it faster: the
 matmul backend (`search_matmul.py`, exact in float64 but not always the AVX2 kernel's index on a
 float32 near-tie) by at least `MARGIN`, so noise on a shared machine does not flip the choice; the
-AVX-512 kernels (`avx512`, `avx512_bf16`: the AVX2 result bit for bit) by `IDENTICAL_MARGIN`. The probe
-(2,048 x 16 queries against the default 16 x 4096 keys of 24 dims, best of 3; a challenger stops
-after a run twice as slow as the rule's; a smaller probe measured fixed costs and scheduler noise, not search,
-and a key preparation the real calls, blocks of 8,192 rows, amortise)
-takes about a second and runs once
-per machine kind: the choice is stored in `$DKVB_CACHE_DIR/kernels/search_auto.json` under a key
-made of the CPU model and flags, torch version, threads, device type, candidates and probe, and kept in memory for
-the process. `explain()` says which backend was chosen and the measured times.
+AVX-512 kernels (`avx512`, `avx512_bf16`: the AVX2 result bit for bit) by `IDENTICAL_MARGIN`.
+The probe (2,048 x 16 queries against the default 16 x 4096 keys of 24 dims, best of 3; a
+challenger stops after a run twice as slow as the rule's; a smaller probe measured fixed costs,
+scheduler noise and key preparation, which the real calls, blocks of 8,192 rows, amortise) takes
+about a second and runs once per machine kind: the choice is stored in
+`$DKVB_CACHE_DIR/kernels/search_auto.json` under a key made of the CPU model and flags, torch
+version, threads, device type, candidates and probe, and kept in memory for the process.
+`explain()` says which backend was chosen and the measured times; `DKVB_SEARCH` (search.py) pins it.
 """
 
 from __future__ import annotations
@@ -139,8 +139,8 @@ def choose(device_type: str) -> str:
 
     device = torch.device(device_type)
     default = rule_choice(device)
-    candidates = [default, *[name for name in CHALLENGERS if name != default and (device.type == "cpu" or
-                                                                                  name == "matmul") and available(name)]]
+    runs_here = [name for name in CHALLENGERS if device.type == "cpu" or name == "matmul"]  # native: CPU only
+    candidates = [default, *[name for name in runs_here if name != default and available(name)]]
     key = fingerprint(device, candidates)
     path = default_cache_dir() / "kernels" / CACHE_NAME
     record = _read_cache(path).get(key)
@@ -160,6 +160,11 @@ def choose(device_type: str) -> str:
 
 def explain(device_type: str = "cpu") -> str:
     """One line: what 'auto' picks on `device_type`, on which machine, from which measured times."""
+    from .search import ENV_OVERRIDE, auto_backend
+
+    pinned = auto_backend(torch.device(device_type))
+    if os.environ.get(ENV_OVERRIDE, "").strip() not in ("", "auto"):
+        return f"search 'auto' = {pinned} on {device_type}, pinned by {ENV_OVERRIDE} (not measured)"
     backend = choose(device_type)
     rec = _records[device_type]
     times = ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in sorted(rec["seconds"].items(), key=lambda kv: kv[1]))
