@@ -120,7 +120,7 @@ def load_kernel(name: str = "avx2") -> ctypes.CDLL | None:
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.dkvb_nearest.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64]
     lib.dkvb_nearest.restype = ctypes.c_int
-    if name == "avx512":
+    if name == "avx512" and hasattr(lib, "dkvb_nearest_bf16"):  # absent when the compiler lacks AVX-512 BF16
         lib.dkvb_nearest_bf16.argtypes = [ptr, i64, i64, ptr, ptr, ptr, ptr, ptr, ptr, i64, i64, i64, i64, i64, i64]
         lib.dkvb_nearest_bf16.restype = ctypes.c_int64
     return lib

@@ -171,7 +171,7 @@ static inline void collect(screen_t *r, float v, int64_t j) {
     r->count++;
 }
 
-__attribute__((target("avx512f"), noinline)) static void
+__attribute__((target("avx512f"), noinline, unused)) static void
 collect_tile(screen_t *r, __m512 v0, __m512 v1, int64_t kbase) {
     float s[KT];
     _mm512_storeu_ps(s, v0);
@@ -194,7 +194,7 @@ collect_tile(screen_t *r, __m512 v0, __m512 v1, int64_t kbase) {
 /* The rest of a task once its rows are screened: each settled row's candidates get their AVX2 values
  * (exact_value, index order, first strict minimum); rows that overflowed go to (1) in full, MQ at
  * a time. Returns the number of rows searched again, or -1 when a buffer cannot be allocated. */
-__attribute__((target("avx512f"))) static int64_t
+__attribute__((target("avx512f"), unused)) static int64_t
 settle(const float *h, int64_t sn, int64_t sc, const float *xs, screen_t *rs, const float *ktc, const float *knc,
        float *out_d, int64_t *out_i, int64_t c, int64_t cb, int64_t q0, int64_t nq, int64_t tiles, int64_t dk) {
     float best[MQ];
