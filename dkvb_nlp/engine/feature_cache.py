@@ -33,7 +33,7 @@ from torch import nn
 
 from ..encoders import check_texts, iter_encoded
 from ..encoders.encode import tokenize
-from ..encoders.load import autocast_dtype
+from ..encoders.load import encoder_autocast_dtype
 from ..faults import crash_point
 from ..io import atomic_write_json, default_cache_dir
 from .distributed import process_state
@@ -101,8 +101,9 @@ class FeatureCache:
         self.encoder, self.tokenizer = encoder, tokenizer
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.max_length, self.autocast, self.batch_size, self.progress = max_length, autocast, batch_size, progress
-        dtype = autocast_dtype(autocast, next(encoder.parameters()).device)
-        self.precision = str(dtype).replace("torch.", "") if dtype is not None else "float32"
+        # what the encoder pass runs in: the autocast dtype iter_encoded uses, else the weights' own
+        dtype = encoder_autocast_dtype(autocast, encoder) or next(encoder.parameters()).dtype
+        self.precision = str(dtype).replace("torch.", "")
         self.encoder_key = encoder_fingerprint(encoder)
         self.hits = self.misses = 0
 
