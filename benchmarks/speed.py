@@ -791,12 +791,11 @@ def search_time(backend: str, n: int = 20_000, c: int = 16, k: int = 4096, dk: i
     from functools import partial
 
     from dkvb_nlp.bottleneck import search as search_mod
+    from dkvb_nlp.bottleneck.native import nearest_bf16
     from dkvb_nlp.bottleneck.search_matmul import matmul_search
 
     gen = torch.Generator().manual_seed(0)
     heads, keys = torch.randn(n, c, dk, generator=gen), torch.randn(c, k, dk, generator=gen)
-    from dkvb_nlp.bottleneck.native import nearest_bf16
-
     stats: dict = {}
     fn = partial(matmul_search, precision=precision, stats=stats) if precision else search_mod.SEARCHES.get(backend)
     if backend == "avx512_bf16":
